@@ -1,0 +1,27 @@
+/* fs.h - the FUSE front end: serves a d9_mount at a mount point.
+ * The only file in the project that sees FUSE types is fs/fuse_ll.c. */
+#ifndef D9_FS_H
+#define D9_FS_H
+
+#include "mapper/diag.h"
+#include "mapper/mount.h"
+
+typedef struct d9_fs_opts {
+  int foreground;       /* -f: do not daemonize */
+  int debug;            /* -d: log every request to stderr (implies foreground) */
+  int single_thread;    /* -o single_thread: one-thread session loop */
+  int allow_other;      /* -o allow_other (implies default_permissions) */
+  int auto_unmount;     /* -o auto_unmount */
+  unsigned max_read_kb; /* largest read request and readahead, KiB; 0 = 1024 */
+  int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = default */
+} d9_fs_opts;
+
+/* Mount m at mountpoint and serve it until unmounted (fusermount3 -u) or
+ * SIGINT/SIGTERM/SIGHUP, which unmount cleanly. Unless foreground, the
+ * process daemonizes after the mount is in place, so the parent returns
+ * (exit 0) only once the mount is ready. Returns 0 after a clean unmount,
+ * or -errno with diag set (missing or busy mount point, /dev/fuse absent). */
+int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
+                d9_diag *diag);
+
+#endif

@@ -1,0 +1,672 @@
+/* fuse_ll.c - the FUSE low-level front end: serves a d9_mount read-only.
+ *
+ * A thin adapter: every answer comes from mapper/mount.h. Inode numbers are
+ * node index + 1 (the root, node 0, is FUSE_ROOT_ID). The tree never changes
+ * while mounted, so entries and attributes carry long timeouts, files are
+ * opened with keep_cache and directories with cache_readdir; the kernel page
+ * cache then serves repeated reads without asking us.
+ *
+ * Read sizes: libfuse 3.14 sizes its request buffer for 256 pages, so the
+ * kernel negotiates max_pages = 256 and no request exceeds 1 MiB. Buffered
+ * reads arrive as readahead chunks, capped by the backing device's
+ * read_ahead_kb (128 KiB by default, whatever max_readahead says), so we
+ * raise /sys/class/bdi/MAJ:MIN/read_ahead_kb of our own mount when allowed.
+ *
+ * Dynamic files (.d9dfs/stats.json) are rendered once per open into a
+ * buffer owned by the open file (fi->fh) and read with direct_io, so their
+ * st_size of 0 does not truncate reads.
+ */
+#define FUSE_USE_VERSION 34
+
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+static const double FS_TIMEOUT = 86400.0; /* seconds; the tree is immutable */
+enum {
+  FS_MAX_READ = 1024 * 1024, /* bytes; libfuse 3.14's request buffer limit */
+  FS_MIN_READ = 4096,        /* bytes; the kernel's floor for max_read */
+  FS_MAX_DEPTH = 256,        /* deepest path printed in an error line */
+};
+
+/* Per-mount state, reached through fuse_req_userdata(). Every field is set
+ * before the session starts and only read afterwards, so no lock guards it. */
+typedef struct fs_state {
+  d9_mount *m;             /* borrowed; outlives the session */
+  int nnodes;
+  uid_t uid;               /* owner reported for every node: the mounter */
+  gid_t gid;
+  struct timespec mtime;   /* mount time: atime/mtime/ctime of every node */
+  unsigned max_read;       /* bytes; largest read request */
+  unsigned readahead;      /* bytes; kernel readahead window */
+  uint64_t total_bytes;    /* sum of file sizes, for statfs */
+  pthread_key_t buf_key;   /* -> rbuf: this thread's reusable read buffer */
+} fs_state;
+
+/* A read buffer kept per thread so that big replies do not fault in fresh
+ * pages on every request. Freed by the key's destructor at thread exit. */
+typedef struct rbuf {
+  size_t cap;  /* bytes */
+  void *data;  /* page-aligned, cap bytes */
+} rbuf;
+
+/* The rendered content of an open dynamic file; owned by fi->fh. */
+typedef struct dyn_file {
+  char *data;  /* malloc'd by d9_mount_render */
+  size_t len;  /* bytes */
+} dyn_file;
+
+static void rbuf_free(void *p) {
+  rbuf *b = p;
+  if (b) free(b->data);
+  free(b);
+}
+
+/* This thread's buffer of at least n bytes, or NULL when out of memory. */
+static void *rbuf_get(const fs_state *s, size_t n) {
+  rbuf *b = pthread_getspecific(s->buf_key);
+  if (b && b->cap >= n) return b->data;
+  if (n > SIZE_MAX - 65535) return NULL;
+  size_t cap = (n + 65535) & ~(size_t)65535; /* grow in 64 KiB steps */
+  void *data = aligned_alloc(4096, cap);
+  if (!data) return NULL;
+  if (!b) {
+    if (!(b = calloc(1, sizeof *b))) goto fail_free_data;
+    if (pthread_setspecific(s->buf_key, b)) goto fail_free_b;
+  }
+  free(b->data);
+  b->data = data;
+  b->cap = cap;
+  return data;
+fail_free_b:
+  free(b);
+fail_free_data:
+  free(data);
+  return NULL;
+}
+
+/* The node behind an inode, or NULL for an inode we never handed out. */
+static const d9_vnode *ino_node(const fs_state *s, fuse_ino_t ino, int *idx) {
+  if (ino == 0 || ino > (fuse_ino_t)s->nnodes) return NULL;
+  *idx = (int)(ino - 1);
+  return d9_mount_node(s->m, *idx);
+}
+
+/* "/dir/name" of node idx into out (for error lines; truncated if long). */
+static void node_path(const fs_state *s, int idx, char *out, size_t size) {
+  int chain[FS_MAX_DEPTH], depth = 0;
+  const d9_vnode *n;
+  while (depth < FS_MAX_DEPTH && idx > 0 && (n = d9_mount_node(s->m, idx))) {
+    chain[depth++] = idx;
+    if (n->parent == idx) break;
+    idx = n->parent;
+  }
+  size_t pos = 0;
+  out[0] = 0;
+  while (depth-- > 0 && pos + 1 < size) {
+    int w = snprintf(out + pos, size - pos, "/%s",
+                     d9_mount_node(s->m, chain[depth])->name);
+    if (w < 0) break;
+    pos += (size_t)w;
+  }
+  if (!out[0]) snprintf(out, size, "/");
+}
+
+static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
+                      struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)idx + 1;
+  if (n->kind == D9_NODE_DIR) {
+    st->st_mode = S_IFDIR | 0555;
+    st->st_nlink = 2;
+  } else {
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    st->st_size = n->kind == D9_NODE_FILE ? (off_t)n->size : 0;
+  }
+  st->st_uid = s->uid;
+  st->st_gid = s->gid;
+  st->st_blksize = s->max_read; /* cp, cat, Python size their reads by it */
+  st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
+  st->st_atim = st->st_mtim = st->st_ctim = s->mtime;
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn) {
+  const fs_state *s = userdata;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  /* libfuse refuses INIT unless this equals the max_read mount option. */
+  conn->max_read = s->max_read;
+  /* Not min()'d with the kernel's offer: the kernel takes min(bdi
+   * read_ahead_kb, this), and set_readahead() raised read_ahead_kb. */
+  conn->max_readahead = s->readahead;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  const fs_state *s = fuse_req_userdata(req);
+  int pidx, idx;
+  const d9_vnode *p = ino_node(s, parent, &pidx);
+  if (!p) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (p->kind != D9_NODE_DIR) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  if (!strcmp(name, "."))
+    idx = pidx;
+  else if (!strcmp(name, ".."))
+    idx = p->parent;
+  else
+    idx = d9_mount_lookup(s->m, pidx, name);
+
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  e.entry_timeout = FS_TIMEOUT;
+  if (idx == -ENOENT) { /* ino 0: a negative entry the kernel may cache */
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  const d9_vnode *n = idx < 0 ? NULL : d9_mount_node(s->m, idx);
+  if (!n) {
+    fuse_reply_err(req, idx < 0 ? -idx : EIO);
+    return;
+  }
+  e.ino = (fuse_ino_t)idx + 1;
+  e.attr_timeout = FS_TIMEOUT;
+  fill_stat(s, idx, n, &e.attr);
+  fuse_reply_entry(req, &e);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi) {
+  (void)fi;
+  const fs_state *s = fuse_req_userdata(req);
+  int idx;
+  const d9_vnode *n = ino_node(s, ino, &idx);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  struct stat st;
+  fill_stat(s, idx, n, &st);
+  fuse_reply_attr(req, &st, FS_TIMEOUT);
+}
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi) {
+  const fs_state *s = fuse_req_userdata(req);
+  int idx;
+  const d9_vnode *n = ino_node(s, ino, &idx);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->kind != D9_NODE_DIR) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  fi->cache_readdir = 1; /* listings never change: keep them cached */
+  fi->keep_cache = 1;
+  fuse_reply_open(req, fi);
+}
+
+/* Entry k of a directory listing is ".", "..", then children[k - 2]; the
+ * offset handed to the kernel with entry k is k + 1, where the next
+ * readdir resumes. Entries that do not fit in size wait for that call. */
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi) {
+  (void)fi;
+  const fs_state *s = fuse_req_userdata(req);
+  int idx;
+  const d9_vnode *n = ino_node(s, ino, &idx);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->kind != D9_NODE_DIR) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  int64_t total = 2 + (int64_t)n->nchildren;
+  if (off < 0 || off >= total) {
+    fuse_reply_buf(req, NULL, 0);
+    return;
+  }
+  char *buf = rbuf_get(s, size);
+  if (!buf) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  size_t pos = 0;
+  for (int64_t k = off; k < total; k++) {
+    int cidx = k == 0 ? idx : k == 1 ? n->parent : n->children[k - 2];
+    const char *name = k == 0 ? "." : k == 1 ? ".." : NULL;
+    const d9_vnode *c = d9_mount_node(s->m, cidx);
+    if (!c) continue; /* a broken tree; never seen with a valid mount */
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    st.st_ino = (ino_t)cidx + 1;
+    st.st_mode = c->kind == D9_NODE_DIR ? S_IFDIR : S_IFREG;
+    size_t len = fuse_add_direntry(req, buf + pos, size - pos,
+                                   name ? name : c->name, &st, k + 1);
+    if (len > size - pos) break;
+    pos += len;
+  }
+  fuse_reply_buf(req, buf, pos);
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fs_state *s = fuse_req_userdata(req);
+  int idx;
+  const d9_vnode *n = ino_node(s, ino, &idx);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->kind == D9_NODE_DIR) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND))) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  fi->noflush = 1; /* nothing to flush on close */
+  if (n->kind == D9_NODE_FILE) {
+    fi->keep_cache = 1; /* immutable: cached pages stay valid across opens */
+    fuse_reply_open(req, fi);
+    return;
+  }
+  dyn_file *d = calloc(1, sizeof *d);
+  if (!d) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  int err = d9_mount_render(s->m, idx, &d->data, &d->len);
+  if (err < 0) {
+    free(d);
+    fuse_reply_err(req, -err);
+    return;
+  }
+  fi->fh = (uint64_t)(uintptr_t)d;
+  fi->direct_io = 1; /* st_size is 0; read what was rendered regardless */
+  if (fuse_reply_open(req, fi) != 0) { /* interrupted: no release will come */
+    free(d->data);
+    free(d);
+  }
+}
+
+/* Reply contract: exactly the bytes d9_mount_read produced, 0 bytes at or
+ * past EOF, or an errno. A short count inside the file would make the kernel
+ * shrink its idea of the file size, so it is turned into EIO. */
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  fs_state *s = fuse_req_userdata(req);
+  if (off < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  if (fi->fh) {
+    const dyn_file *d = (const dyn_file *)(uintptr_t)fi->fh;
+    size_t o = (uint64_t)off < d->len ? (size_t)off : d->len;
+    size_t k = d->len - o < size ? d->len - o : size;
+    fuse_reply_buf(req, d->data + o, k);
+    return;
+  }
+  int idx;
+  const d9_vnode *n = ino_node(s, ino, &idx);
+  if (!n) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (n->kind != D9_NODE_FILE) {
+    fuse_reply_err(req, n->kind == D9_NODE_DIR ? EISDIR : EINVAL);
+    return;
+  }
+  if ((uint64_t)off >= n->size) {
+    fuse_reply_buf(req, NULL, 0);
+    return;
+  }
+  if (size > n->size - (uint64_t)off) size = (size_t)(n->size - (uint64_t)off);
+  void *buf = rbuf_get(s, size);
+  ssize_t r = buf ? d9_mount_read(s->m, idx, (uint64_t)off, size, buf) : -ENOMEM;
+  if (r >= 0 && (size_t)r != size) {
+    char path[PATH_MAX];
+    node_path(s, idx, path, sizeof path);
+    fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: short read of %zd bytes\n",
+            path, (long long)off, size, r);
+    r = -EIO;
+  } else if (r < 0) {
+    char path[PATH_MAX];
+    node_path(s, idx, path, sizeof path);
+    fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: %s\n", path,
+            (long long)off, size, strerror((int)-r));
+  }
+  if (r < 0)
+    fuse_reply_err(req, (int)-r);
+  else
+    fuse_reply_buf(req, buf, (size_t)r);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino,
+                       struct fuse_file_info *fi) {
+  (void)ino;
+  dyn_file *d = (dyn_file *)(uintptr_t)fi->fh;
+  if (d) free(d->data);
+  free(d);
+  fuse_reply_err(req, 0);
+}
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
+  (void)ino;
+  const fs_state *s = fuse_req_userdata(req);
+  struct statvfs st;
+  memset(&st, 0, sizeof st);
+  st.f_bsize = st.f_frsize = 4096;
+  st.f_blocks = (fsblkcnt_t)((s->total_bytes + 4095) / 4096);
+  st.f_files = (fsfilcnt_t)s->nnodes;
+  st.f_namemax = 255;
+  st.f_flag = ST_RDONLY;
+  fuse_reply_statfs(req, &st);
+}
+
+static void fs_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  const fs_state *s = fuse_req_userdata(req);
+  int idx;
+  if (!ino_node(s, ino, &idx))
+    fuse_reply_err(req, ENOENT);
+  else
+    fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+/* No extended attributes. ENOSYS makes the kernel stop asking (it answers
+ * EOPNOTSUPP itself), which saves a round trip per file in `ls -l`. */
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                        size_t size) {
+  (void)ino, (void)name, (void)size;
+  fuse_reply_err(req, ENOSYS);
+}
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  (void)ino, (void)size;
+  fuse_reply_err(req, ENOSYS);
+}
+
+/* Every operation that would change the tree: EROFS. The "ro" mount
+ * option makes the kernel refuse most of them before they reach us. */
+static void fs_setattr(fuse_req_t req, fuse_ino_t i, struct stat *a, int t,
+                       struct fuse_file_info *fi) {
+  (void)i, (void)a, (void)t, (void)fi;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+                     dev_t d) {
+  (void)p, (void)n, (void)m, (void)d;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m) {
+  (void)p, (void)n, (void)m;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_unlink(fuse_req_t req, fuse_ino_t p, const char *n) {
+  (void)p, (void)n;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_symlink(fuse_req_t req, const char *l, fuse_ino_t p,
+                       const char *n) {
+  (void)l, (void)p, (void)n;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_rename(fuse_req_t req, fuse_ino_t p, const char *n,
+                      fuse_ino_t np, const char *nn, unsigned f) {
+  (void)p, (void)n, (void)np, (void)nn, (void)f;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t np,
+                    const char *nn) {
+  (void)i, (void)np, (void)nn;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_write(fuse_req_t req, fuse_ino_t i, const char *b, size_t n,
+                     off_t o, struct fuse_file_info *fi) {
+  (void)i, (void)b, (void)n, (void)o, (void)fi;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
+                      struct fuse_file_info *fi) {
+  (void)p, (void)n, (void)m, (void)fi;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_setxattr(fuse_req_t req, fuse_ino_t i, const char *n,
+                        const char *v, size_t sz, int f) {
+  (void)i, (void)n, (void)v, (void)sz, (void)f;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_removexattr(fuse_req_t req, fuse_ino_t i, const char *n) {
+  (void)i, (void)n;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_fallocate(fuse_req_t req, fuse_ino_t i, int m, off_t o,
+                         off_t l, struct fuse_file_info *fi) {
+  (void)i, (void)m, (void)o, (void)l, (void)fi;
+  fuse_reply_err(req, EROFS);
+}
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ii, off_t oi,
+                               struct fuse_file_info *fii, fuse_ino_t io,
+                               off_t oo, struct fuse_file_info *fio,
+                               size_t n, int f) {
+  (void)ii, (void)oi, (void)fii, (void)io, (void)oo, (void)fio, (void)n, (void)f;
+  fuse_reply_err(req, EROFS);
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+    .init = fs_init,
+    .lookup = fs_lookup,
+    .getattr = fs_getattr,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .open = fs_open,
+    .read = fs_read,
+    .release = fs_release,
+    .statfs = fs_statfs,
+    .access = fs_access,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .setattr = fs_setattr,
+    .mknod = fs_mknod,
+    .mkdir = fs_mkdir,
+    .unlink = fs_unlink,
+    .rmdir = fs_unlink, /* same signature, same answer */
+    .symlink = fs_symlink,
+    .rename = fs_rename,
+    .link = fs_link,
+    .write = fs_write,
+    .create = fs_create,
+    .setxattr = fs_setxattr,
+    .removexattr = fs_removexattr,
+    .fallocate = fs_fallocate,
+    .copy_file_range = fs_copy_file_range,
+};
+
+/* Undo /proc/self/mountinfo's octal escapes (\040 for space) in place. */
+static void unescape_octal(char *p) {
+  char *w = p;
+  for (; *p; p++) {
+    if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' &&
+        p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+      *w++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+      p += 3;
+    } else {
+      *w++ = *p;
+    }
+  }
+  *w = 0;
+}
+
+/* Look up the topmost mount at canonical path in /proc/self/mountinfo.
+ * Returns 1 with its device numbers, 0 if path is not a mount point, or
+ * -errno if mountinfo cannot be read. */
+static int mountinfo_find(const char *path, unsigned *maj, unsigned *min) {
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) return -errno;
+  char *line = NULL, mnt[PATH_MAX * 4];
+  size_t cap = 0;
+  int found = 0;
+  unsigned a, b;
+  while (getline(&line, &cap, f) > 0) {
+    if (sscanf(line, "%*d %*d %u:%u %*s %16383s", &a, &b, mnt) != 3) continue;
+    unescape_octal(mnt);
+    if (strcmp(mnt, path)) continue;
+    found = 1; /* keep going: a later line is mounted on top */
+    *maj = a;
+    *min = b;
+  }
+  free(line);
+  fclose(f);
+  return found;
+}
+
+/* Check that mountpoint is an existing directory nobody is mounted on, and
+ * put its canonical path in real. Returns 0 or -errno with diag set. */
+static int check_mountpoint(const char *mountpoint, char *real, d9_diag *diag) {
+  struct stat st, pst;
+  if (stat(mountpoint, &st) < 0) {
+    int e = errno;
+    if (e == ENOENT) return d9_diag_fail(diag, e, "%s: no such directory", mountpoint);
+    if (e == ENOTCONN)
+      return d9_diag_fail(diag, e, "%s: stale mount (try fusermount3 -u %s)",
+                          mountpoint, mountpoint);
+    return d9_diag_fail(diag, e, "%s: %s", mountpoint, strerror(e));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return d9_diag_fail(diag, ENOTDIR, "%s: not a directory", mountpoint);
+  if (!realpath(mountpoint, real))
+    return d9_diag_fail(diag, errno, "%s: %s", mountpoint, strerror(errno));
+  char parent[PATH_MAX + 4];
+  unsigned maj, min;
+  snprintf(parent, sizeof parent, "%s/..", real);
+  int busy = stat(parent, &pst) == 0 &&
+             (pst.st_dev != st.st_dev || pst.st_ino == st.st_ino);
+  if (busy || mountinfo_find(real, &maj, &min) == 1) /* also bind mounts */
+    return d9_diag_fail(diag, EBUSY, "%s: already a mount point (busy)", mountpoint);
+  return 0;
+}
+
+/* Set our mount's backing-device readahead to kb KiB. Needs root (the sysfs
+ * file is 0644); without it the kernel default (128 KiB) stays, which caps
+ * buffered read requests at that size. Warns only when asked for explicitly. */
+static void set_readahead(const char *real, unsigned kb, int explicit) {
+  unsigned maj, min;
+  char path[64], val[32];
+  int r = mountinfo_find(real, &maj, &min), e = ENOENT;
+  if (r == 1) {
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int len = snprintf(val, sizeof val, "%u\n", kb);
+    if (fd >= 0 && write(fd, val, (size_t)len) == len) e = 0;
+    else e = errno;
+    if (fd >= 0) close(fd);
+  } else if (r < 0) {
+    e = -r;
+  }
+  if (e && explicit)
+    fprintf(stderr, "d9dfs: %s: cannot set readahead to %u KiB: %s\n", real,
+            kb, strerror(e));
+}
+
+int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
+                d9_diag *diag) {
+  static const d9_fs_opts defaults = {.readahead_kb = -1};
+  if (!o) o = &defaults;
+  if (!m || !mountpoint) return d9_diag_fail(diag, EINVAL, "no mount or mount point");
+
+  char real[PATH_MAX];
+  int err = check_mountpoint(mountpoint, real, diag);
+  if (err) return err;
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return d9_diag_fail(diag, errno, "/dev/fuse: %s", strerror(errno));
+  close(fd);
+
+  fs_state s;
+  memset(&s, 0, sizeof s);
+  s.m = m;
+  s.nnodes = d9_mount_nnodes(m);
+  s.uid = getuid();
+  s.gid = getgid();
+  clock_gettime(CLOCK_REALTIME, &s.mtime);
+  unsigned kb = o->max_read_kb ? o->max_read_kb : FS_MAX_READ / 1024;
+  s.max_read = kb >= FS_MAX_READ / 1024 ? FS_MAX_READ
+               : kb * 1024 < FS_MIN_READ ? FS_MIN_READ : kb * 1024;
+  unsigned ra_kb = o->readahead_kb >= 0 ? (unsigned)o->readahead_kb
+                                        : s.max_read / 1024;
+  if (ra_kb > 1024 * 1024) ra_kb = 1024 * 1024; /* 1 GiB is plenty */
+  s.readahead = ra_kb * 1024;
+  for (int i = 0; i < s.nnodes; i++) {
+    const d9_vnode *n = d9_mount_node(m, i);
+    if (n && n->kind == D9_NODE_FILE) s.total_bytes += n->size;
+  }
+  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0)
+    return d9_diag_fail(diag, err, "cannot create a thread key: %s", strerror(err));
+
+  char mopts[256];
+  snprintf(mopts, sizeof mopts,
+           "fsname=d9dfs,subtype=d9dfs,ro,default_permissions,max_read=%u%s%s",
+           s.max_read, o->allow_other ? ",allow_other" : "",
+           o->auto_unmount ? ",auto_unmount" : "");
+  char *argv[] = {"d9dfs", "-o", mopts, "-d", NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(o->debug ? 4 : 3, argv);
+  struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, &s);
+  if (!se) {
+    err = d9_diag_fail(diag, EINVAL, "cannot create a fuse session with -o %s", mopts);
+    goto out_key;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    err = d9_diag_fail(diag, EIO, "cannot install signal handlers");
+    goto out_session;
+  }
+  if (fuse_session_mount(se, real) != 0) { /* libfuse printed why */
+    err = d9_diag_fail(diag, EIO, "%s: fuse mount failed", mountpoint);
+    goto out_signals;
+  }
+  /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
+   * max_readahead) sees the raised value. */
+  set_readahead(real, ra_kb, o->readahead_kb >= 0);
+  /* The parent exits here once the child is set up; the mount is live. */
+  if (fuse_daemonize(o->foreground || o->debug) != 0) {
+    err = d9_diag_fail(diag, EIO, "%s: cannot daemonize", mountpoint);
+    goto out_unmount;
+  }
+  if (o->single_thread) {
+    err = fuse_session_loop(se);
+  } else {
+    struct fuse_loop_config cfg = {.clone_fd = 0, .max_idle_threads = 10};
+    err = fuse_session_loop_mt(se, &cfg);
+  }
+  if (err > 0) err = 0; /* ended by SIGINT/SIGTERM/SIGHUP: a clean exit */
+  if (err < 0) d9_diag_fail(diag, -err, "%s: fuse session: %s", mountpoint, strerror(-err));
+
+out_unmount:
+  fuse_session_unmount(se);
+out_signals:
+  fuse_remove_signal_handlers(se);
+out_session:
+  fuse_session_destroy(se);
+out_key:
+  rbuf_free(pthread_getspecific(s.buf_key)); /* the destructor skips this thread */
+  pthread_key_delete(s.buf_key);
+  fuse_opt_free_args(&args);
+  return err;
+}

@@ -1,0 +1,35 @@
+#include "dtype.h"
+
+#include <string.h>
+
+static const char *const dtype_names[] = {
+#define D9_X(e, name, size) name,
+    D9_DTYPE_TABLE(D9_X)
+#undef D9_X
+};
+
+static const size_t dtype_sizes[] = {
+#define D9_X(e, name, size) size,
+    D9_DTYPE_TABLE(D9_X)
+#undef D9_X
+};
+
+const char *d9_dtype_name(d9_dtype t) {
+  return (t >= 0 && t < D9_DTYPE_COUNT) ? dtype_names[t] : "?";
+}
+
+size_t d9_dtype_size(d9_dtype t) {
+  return (t >= 0 && t < D9_DTYPE_COUNT) ? dtype_sizes[t] : 0;
+}
+
+d9_dtype d9_dtype_parse(const char *name, size_t len) {
+  for (int i = 0; i < D9_DTYPE_COUNT; i++)
+    if (strlen(dtype_names[i]) == len && memcmp(dtype_names[i], name, len) == 0)
+      return (d9_dtype)i;
+  return D9_DTYPE_INVALID;
+}
+
+int d9_dtype_is_castable(d9_dtype t) {
+  return t == D9_F32 || t == D9_F16 || t == D9_BF16 || t == D9_F8_E4M3 ||
+         t == D9_F8_E5M2;
+}

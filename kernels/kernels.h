@@ -1,0 +1,47 @@
+/* kernels.h - the compute interface shared by the CPU and CUDA backends.
+ *
+ * Kernels do no I/O, no allocation and no logging: they take pointers,
+ * int64_t element counts and dtypes. Every backend must produce identical
+ * bits for identical inputs. A backend reports failure by returning -errno
+ * (never aborting); the caller then falls back to the CPU backend.
+ *
+ * Float conversions round to nearest, ties to even. NaN stays NaN (sign
+ * kept, payload truncated, quiet bit set when narrowing); Inf stays Inf
+ * where the target has one. F8_E4M3 is the "fn" variant (no Inf, one NaN
+ * encoding S.1111.111, max finite 448): narrowing to it saturates finite
+ * values beyond the range to +-448 and maps +-Inf to NaN (as
+ * torch's float8_e4m3fn cast does for Inf) - see cast.c for the exact rule.
+ * F8_E5M2 is IEEE-like (Inf and NaN exist); overflow rounds to Inf.
+ */
+#ifndef D9_KERNELS_H
+#define D9_KERNELS_H
+
+#include <stdint.h>
+
+#include "dtype.h"
+
+typedef struct d9_backend {
+  const char *name;
+  /* Convert n elements from src (type st) to dst (type dt). Both castable
+   * (d9_dtype_is_castable) or st == dt. src and dst must not overlap.
+   * Returns 0, or -EINVAL for an unsupported pair. */
+  int (*cast)(void *dst, d9_dtype dt, const void *src, d9_dtype st, int64_t n);
+  /* dst[i] = cast_dt( f32(src[i]) * a + b ), computed in F32. */
+  int (*affine)(void *dst, d9_dtype dt, const void *src, d9_dtype st,
+                int64_t n, float a, float b);
+} d9_backend;
+
+/* The CPU backend; always present. Borrowed, static lifetime. */
+const d9_backend *d9_backend_cpu(void);
+
+/* Scalar conversions, exported for tests and for other kernels. */
+float d9_f16_to_f32(uint16_t h);
+uint16_t d9_f32_to_f16(float f);
+float d9_bf16_to_f32(uint16_t h);
+uint16_t d9_f32_to_bf16(float f);
+float d9_e4m3_to_f32(uint8_t v);
+uint8_t d9_f32_to_e4m3(float f);
+float d9_e5m2_to_f32(uint8_t v);
+uint8_t d9_f32_to_e5m2(float f);
+
+#endif

@@ -1,0 +1,314 @@
+#include "catalog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json_strict.h"
+
+enum { INDEX_MAX = 256u << 20, CONFIG_MAX = 16u << 20 };
+
+/* Full pread: 0, or -EIO on an error or a short read. */
+static int pread_full(int fd, void *buf, size_t n, uint64_t off) {
+  char *p = buf;
+  while (n) {
+    ssize_t r = pread(fd, p, n, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -EIO;
+    p += r, n -= (size_t)r, off += (uint64_t)r;
+  }
+  return 0;
+}
+
+/* Is the file at name (relative to dirfd) inside the directory whose real
+ * path is root? */
+static int inside_dir(int dirfd, const char *root, const char *name) {
+  char path[PATH_MAX], real[PATH_MAX];
+  char fdpath[64];
+  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", dirfd);
+  ssize_t l = readlink(fdpath, path, sizeof path - 1);
+  if (l < 0) return 0;
+  path[l] = 0;
+  if (strlen(path) + 1 + strlen(name) >= sizeof path) return 0;
+  strcat(path, "/");
+  strcat(path, name);
+  if (!realpath(path, real)) return 1; /* missing: reported by the open */
+  size_t rl = strlen(root);
+  return strncmp(real, root, rl) == 0 && (real[rl] == '/' || real[rl] == 0);
+}
+
+static int safe_relative(const char *name) {
+  if (!*name || name[0] == '/') return 0;
+  for (const char *p = name; *p;) {
+    const char *e = strchr(p, '/');
+    size_t l = e ? (size_t)(e - p) : strlen(p);
+    if (l == 0 || (l == 2 && p[0] == '.' && p[1] == '.') || (l == 1 && p[0] == '.'))
+      return 0;
+    p += l + (e ? 1 : 0);
+  }
+  return 1;
+}
+
+int d9_catalog_open_file(const d9_catalog *c, const char *name, struct stat *st,
+                         d9_diag *diag) {
+  char root[PATH_MAX];
+  if (!safe_relative(name))
+    return d9_diag_fail(diag, EINVAL, "%s: '%s': path must be relative, without '..'",
+                        c->dir, name);
+  if (!realpath(c->dir, root))
+    return d9_diag_errno(diag, errno, c->dir);
+  if (!inside_dir(c->dirfd, root, name))
+    return d9_diag_fail(diag, EINVAL, "%s: '%s' resolves outside the source directory",
+                        c->dir, name);
+  int fd = openat(c->dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return d9_diag_errno(diag, errno, name);
+  if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
+    close(fd);
+    return d9_diag_fail(diag, EINVAL, "%s: not a regular file", name);
+  }
+  return fd;
+}
+
+static int add_shard(d9_catalog *c, const char *name, d9_diag *diag) {
+  for (int i = 0; i < c->nshards; i++)
+    if (!strcmp(c->shards[i].name, name)) return i;
+  d9_shard *sh = &c->shards[c->nshards];
+  sh->name = d9_arena_strdup(c->arena, name);
+  if (!sh->name) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", name);
+  int fd = d9_catalog_open_file(c, name, &sh->st, diag);
+  if (fd < 0) return fd;
+  sh->fd = fd;
+  return c->nshards++;
+}
+
+/* Parse one shard's header and append its tensors. */
+static int load_shard(d9_catalog *c, int s, d9_src_tensor **tens, int *cap,
+                      d9_diag *diag) {
+  d9_shard *sh = &c->shards[s];
+  unsigned char prefix[8];
+  uint64_t size = (uint64_t)sh->st.st_size, hlen;
+  if (size >= 8 && pread_full(sh->fd, prefix, 8, 0))
+    return d9_diag_fail(diag, EIO, "%s: read error in the header", sh->name);
+  int rc = d9_st_header_len(prefix, size, sh->name, &hlen, diag);
+  if (rc) return rc;
+  char *json = malloc(hlen + 1);
+  if (!json) return d9_diag_fail(diag, ENOMEM, "%s: out of memory for the header", sh->name);
+  if (pread_full(sh->fd, json, hlen, 8)) {
+    free(json);
+    return d9_diag_fail(diag, EIO, "%s: read error in the header", sh->name);
+  }
+  json[hlen] = 0;
+  d9_st_header h;
+  rc = d9_st_parse(json, hlen, size, sh->name, c->arena, &h, diag);
+  free(json);
+  if (rc) return rc;
+  sh->data_start = h.data_start;
+  if (c->ntensors > INT32_MAX - h.ntensors)
+    return d9_diag_fail(diag, EOVERFLOW, "%s: too many tensors", sh->name);
+  if (c->ntensors + h.ntensors > *cap) {
+    int ncap = (c->ntensors + h.ntensors) * 2;
+    d9_src_tensor *n = realloc(*tens, (size_t)ncap * sizeof **tens);
+    if (!n) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", sh->name);
+    *tens = n, *cap = ncap;
+  }
+  for (int i = 0; i < h.ntensors; i++) {
+    const d9_st_tensor *t = &h.tensors[i];
+    d9_src_tensor *o = &(*tens)[c->ntensors++];
+    o->name = t->name;
+    o->dtype = t->dtype;
+    o->ndim = t->ndim;
+    memcpy(o->shape, t->shape, sizeof o->shape);
+    o->shard = s;
+    o->offset = h.data_start + t->begin;
+    o->nbytes = t->end - t->begin;
+  }
+  return 0;
+}
+
+static int cmp_by_name(const void *a, const void *b, void *ctx) {
+  const d9_src_tensor *t = ctx;
+  return strcmp(t[*(const int *)a].name, t[*(const int *)b].name);
+}
+
+static int find_idx(const d9_catalog *c, const char *name) {
+  int lo = 0, hi = c->ntensors - 1;
+  while (lo <= hi) {
+    int mid = lo + (hi - lo) / 2;
+    int r = strcmp(c->tensors[c->by_name[mid]].name, name);
+    if (!r) return c->by_name[mid];
+    if (r < 0) lo = mid + 1; else hi = mid - 1;
+  }
+  return -1;
+}
+
+const d9_src_tensor *d9_catalog_find(const d9_catalog *c, const char *name) {
+  int i = find_idx(c, name);
+  return i < 0 ? NULL : &c->tensors[i];
+}
+
+/* Shard list from the index; checks entries and records the expected shard
+ * of each listed tensor in *listed (cJSON tree owned by the caller). */
+static int read_index(d9_catalog *c, cJSON **index, d9_diag *diag) {
+  char *text;
+  size_t len;
+  const char *iname = "model.safetensors.index.json";
+  int rc = d9_read_small_file(c->dirfd, iname, INDEX_MAX, &text, &len, diag);
+  if (rc) return rc;
+  cJSON *j = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, iname, diag);
+  free(text);
+  if (!j) return -EINVAL;
+  cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
+  if (!cJSON_IsObject(j) || !cJSON_IsObject(wm)) {
+    cJSON_Delete(j);
+    return d9_diag_fail(diag, EINVAL, "%s: no \"weight_map\" object", iname);
+  }
+  int n = cJSON_GetArraySize(wm);
+  c->shards = d9_arena_calloc(c->arena, (size_t)n + 1, sizeof *c->shards);
+  if (!c->shards) {
+    cJSON_Delete(j);
+    return d9_diag_fail(diag, ENOMEM, "%s: out of memory", iname);
+  }
+  cJSON *e;
+  cJSON_ArrayForEach(e, wm) {
+    if (!cJSON_IsString(e)) {
+      rc = d9_diag_fail(diag, EINVAL, "%s: tensor '%s': shard name is not a string", iname,
+                        e->string);
+      cJSON_Delete(j);
+      return rc;
+    }
+    rc = add_shard(c, e->valuestring, diag);
+    if (rc < 0) {
+      d9_diag_prefix(diag, "%s: tensor '%s'", iname, e->string);
+      cJSON_Delete(j);
+      return rc;
+    }
+  }
+  *index = j;
+  return 0;
+}
+
+static int cross_check(d9_catalog *c, cJSON *index, d9_diag *diag) {
+  const char *iname = "model.safetensors.index.json";
+  for (int i = 0; i + 1 < c->ntensors; i++) {
+    const d9_src_tensor *a = &c->tensors[c->by_name[i]], *b = &c->tensors[c->by_name[i + 1]];
+    if (!strcmp(a->name, b->name))
+      return d9_diag_fail(diag, EINVAL, "tensor '%s' is in two shards: %s and %s",
+                          a->name, c->shards[a->shard].name, c->shards[b->shard].name);
+  }
+  if (!index) return 0;
+  cJSON *wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map"), *e;
+  int listed = 0;
+  cJSON_ArrayForEach(e, wm) {
+    const d9_src_tensor *t = d9_catalog_find(c, e->string);
+    if (!t)
+      return d9_diag_fail(diag, EINVAL, "%s: tensor '%s' is listed in %s but absent from it",
+                          iname, e->string, e->valuestring);
+    if (strcmp(c->shards[t->shard].name, e->valuestring))
+      return d9_diag_fail(diag, EINVAL, "%s: tensor '%s' is listed in %s but stored in %s",
+                          iname, e->string, e->valuestring, c->shards[t->shard].name);
+    listed++;
+  }
+  if (listed != c->ntensors) {
+    /* some tensor is present but unlisted: name it */
+    for (int i = 0; i < c->ntensors; i++)
+      if (!cJSON_GetObjectItemCaseSensitive(wm, c->tensors[i].name))
+        return d9_diag_fail(diag, EINVAL, "%s: tensor '%s' is present but not listed in %s",
+                            c->shards[c->tensors[i].shard].name, c->tensors[i].name, iname);
+  }
+  return 0;
+}
+
+int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
+  int rc = -ENOMEM;
+  cJSON *index = NULL;
+  d9_src_tensor *tens = NULL;
+  int cap = 0;
+  d9_catalog *c = calloc(1, sizeof *c);
+  if (!c) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+  c->dirfd = -1;
+  if (!(c->arena = d9_arena_create()) || !(c->dir = d9_arena_strdup(c->arena, dir))) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+    goto fail;
+  }
+  c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (c->dirfd < 0) {
+    rc = d9_diag_errno(diag, errno, dir);
+    goto fail;
+  }
+  struct stat st;
+  if (!fstatat(c->dirfd, "model.safetensors.index.json", &st, 0)) {
+    c->has_index = 1;
+    if ((rc = read_index(c, &index, diag))) goto fail;
+  } else if (!fstatat(c->dirfd, "model.safetensors", &st, 0)) {
+    c->shards = d9_arena_calloc(c->arena, 1, sizeof *c->shards);
+    if (!c->shards) goto fail;
+    if ((rc = add_shard(c, "model.safetensors", diag)) < 0) goto fail;
+  } else {
+    rc = d9_diag_fail(diag, ENOENT,
+                      "%s: no model.safetensors or model.safetensors.index.json", dir);
+    goto fail;
+  }
+  for (int s = 0; s < c->nshards; s++)
+    if ((rc = load_shard(c, s, &tens, &cap, diag))) goto fail;
+  c->tensors = d9_arena_calloc(c->arena, (size_t)c->ntensors + 1, sizeof *tens);
+  c->by_name = d9_arena_calloc(c->arena, (size_t)c->ntensors + 1, sizeof(int));
+  if (!c->tensors || !c->by_name) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+    goto fail;
+  }
+  if (c->ntensors) memcpy(c->tensors, tens, (size_t)c->ntensors * sizeof *tens);
+  for (int i = 0; i < c->ntensors; i++) c->by_name[i] = i;
+  qsort_r(c->by_name, (size_t)c->ntensors, sizeof(int), cmp_by_name, c->tensors);
+  if ((rc = cross_check(c, index, diag))) goto fail;
+  if (!fstatat(c->dirfd, "config.json", &st, 0)) {
+    rc = d9_read_small_file(c->dirfd, "config.json", CONFIG_MAX, &c->config_text,
+                            &c->config_len, diag);
+    if (rc) goto fail;
+    c->config = d9_json_parse(c->config_text, c->config_len, D9_JSON_MAX_DEPTH, 0,
+                              "config.json", diag);
+    if (!c->config || !cJSON_IsObject(c->config)) {
+      rc = d9_diag_fail(diag, EINVAL, "config.json: not a json object");
+      goto fail;
+    }
+  }
+  free(tens);
+  cJSON_Delete(index);
+  *out = c;
+  return 0;
+fail:
+  free(tens);
+  cJSON_Delete(index);
+  d9_catalog_close(c);
+  return rc < 0 ? rc : -EINVAL;
+}
+
+void d9_catalog_close(d9_catalog *c) {
+  if (!c) return;
+  for (int i = 0; i < c->nshards; i++)
+    if (c->shards[i].fd > 0) close(c->shards[i].fd);
+  if (c->dirfd >= 0) close(c->dirfd);
+  cJSON_Delete(c->config);
+  free(c->config_text);
+  d9_arena_destroy(c->arena);
+  free(c);
+}
+
+int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {
+  const d9_shard *sh = &c->shards[s];
+  int rc = pread_full(sh->fd, buf, n, off);
+  struct stat now;
+  if (fstat(sh->fd, &now)) return -EIO;
+  if (now.st_size != sh->st.st_size || now.st_mtim.tv_sec != sh->st.st_mtim.tv_sec ||
+      now.st_mtim.tv_nsec != sh->st.st_mtim.tv_nsec)
+    return -ESTALE;
+  /* replaced by a rename: the path now names another file */
+  struct stat path_st;
+  if (fstatat(c->dirfd, sh->name, &path_st, 0) || path_st.st_ino != sh->st.st_ino ||
+      path_st.st_dev != sh->st.st_dev)
+    return -ESTALE;
+  return rc;
+}

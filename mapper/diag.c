@@ -1,0 +1,43 @@
+#include "diag.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int d9_diag_fail(d9_diag *d, int err, const char *fmt, ...) {
+  if (d && !d->set) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    va_end(ap);
+    for (char *p = d->msg; *p; p++)
+      if (*p == '\n' || *p == '\r') *p = ' ';
+    d->set = 1;
+  }
+  return -err;
+}
+
+void d9_diag_prefix(d9_diag *d, const char *fmt, ...) {
+  if (!d || !d->set) return;
+  char pre[D9_DIAG_MAX], old[D9_DIAG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(pre, sizeof pre, fmt, ap);
+  va_end(ap);
+  memcpy(old, d->msg, sizeof old);
+  snprintf(d->msg, sizeof d->msg, "%s: %s", pre, old);
+}
+
+int d9_diag_errno(d9_diag *d, int err, const char *what) {
+  char m[128];
+  snprintf(m, sizeof m, "%s", strerror(err));
+  if (m[0] >= 'A' && m[0] <= 'Z') m[0] = (char)(m[0] - 'A' + 'a');
+  return d9_diag_fail(d, err, "%s: %s", what, m);
+}
+
+void d9_diag_clear(d9_diag *d) {
+  if (d) {
+    d->set = 0;
+    d->msg[0] = 0;
+  }
+}

@@ -1,0 +1,187 @@
+#include "eval.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { CAST_CHUNK = 64 * 1024 }; /* elements converted per scratch round */
+
+/* Scratch is a stack: push returns NULL when full, and the caller then falls
+ * back to malloc for that chunk. */
+static void *scratch_push(d9_read_ctx *rc, size_t n) {
+  n = (n + 63) & ~(size_t)63;
+  if (!rc->scratch || D9_SCRATCH_BYTES - rc->scratch_top < n) return NULL;
+  void *p = rc->scratch + rc->scratch_top;
+  rc->scratch_top += n;
+  return p;
+}
+
+static void scratch_pop(d9_read_ctx *rc, void *p, size_t n) {
+  if (p && rc->scratch && (unsigned char *)p >= rc->scratch &&
+      (unsigned char *)p < rc->scratch + D9_SCRATCH_BYTES)
+    rc->scratch_top -= (n + 63) & ~(size_t)63;
+  else
+    free(p);
+}
+
+static int fill_source(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                       void *out) {
+  size_t es = d9_dtype_size(x->dtype);
+  const d9_src_tensor *t = x->src;
+  size_t n = (size_t)count * es;
+  int r = d9_catalog_pread(rc->cat, t->shard, out, n, t->offset + (uint64_t)start * es);
+  if (r) {
+    rc->failed_src = t;
+    return r;
+  }
+  rc->src_bytes += n;
+  return 0;
+}
+
+static int fill_concat(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                       unsigned char *out) {
+  size_t es = d9_dtype_size(x->dtype);
+  int64_t inner = x->inner, block = x->cum[x->nin] * inner;
+  int i = 0;
+  while (count > 0) {
+    int64_t o = start / block, w = start % block;
+    /* the input holding w: inputs are few, and consecutive segments move forward */
+    if (i >= x->nin || x->cum[i] * inner > w) i = 0;
+    while (x->cum[i + 1] * inner <= w) i++;
+    int64_t seg_off = w - x->cum[i] * inner;
+    int64_t seg_len = (x->cum[i + 1] - x->cum[i]) * inner - seg_off;
+    int64_t take = count < seg_len ? count : seg_len;
+    const d9_node *in = x->in[i];
+    int64_t in_start = o * (in->shape[x->dim] * inner) + seg_off;
+    int r = d9_eval_fill(rc, in, in_start, take, out);
+    if (r) return r;
+    out += (size_t)take * es;
+    start += take;
+    count -= take;
+  }
+  return 0;
+}
+
+static int fill_slice(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                      unsigned char *out) {
+  size_t es = d9_dtype_size(x->dtype);
+  const d9_node *in = x->in[0];
+  int64_t seg = x->shape[x->dim] * x->inner, in_block = in->shape[x->dim] * x->inner;
+  while (count > 0) {
+    int64_t o = start / seg, w = start % seg;
+    int64_t take = count < seg - w ? count : seg - w;
+    int r = d9_eval_fill(rc, in, o * in_block + x->start * x->inner + w, take, out);
+    if (r) return r;
+    out += (size_t)take * es;
+    start += take;
+    count -= take;
+  }
+  return 0;
+}
+
+static int fill_cast(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                     unsigned char *out) {
+  const d9_node *in = x->in[0];
+  size_t ies = d9_dtype_size(in->dtype), oes = d9_dtype_size(x->dtype);
+  int64_t chunk = count < CAST_CHUNK ? count : CAST_CHUNK;
+  size_t tmpn = (size_t)chunk * ies;
+  void *tmp = scratch_push(rc, tmpn);
+  if (!tmp && !(tmp = malloc(tmpn))) return -ENOMEM;
+  int r = 0;
+  while (count > 0 && !r) {
+    int64_t take = count < chunk ? count : chunk;
+    if (!(r = d9_eval_fill(rc, in, start, take, tmp)))
+      r = rc->be->cast(out, x->dtype, tmp, in->dtype, take);
+    out += (size_t)take * oes;
+    start += take;
+    count -= take;
+  }
+  scratch_pop(rc, tmp, tmpn);
+  return r;
+}
+
+int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out) {
+  if (count <= 0) return 0;
+  if (start < 0 || start > x->numel - count) return -EINVAL;
+  switch (x->op) {
+    case D9_OP_SOURCE: return fill_source(rc, x, start, count, out);
+    case D9_OP_RESHAPE: return d9_eval_fill(rc, x->in[0], start, count, out);
+    case D9_OP_CONCAT: return fill_concat(rc, x, start, count, out);
+    case D9_OP_SLICE: return fill_slice(rc, x, start, count, out);
+    case D9_OP_CAST: return fill_cast(rc, x, start, count, out);
+  }
+  return -EINVAL;
+}
+
+/* Bytes [tb, te) of extent e's tensor into out. Whole elements go straight
+ * into out; a partial element at either edge goes through a small buffer. */
+static int read_extent(d9_read_ctx *rc, const d9_extent *e, uint64_t tb, uint64_t te,
+                       unsigned char *out) {
+  const d9_node *x = e->target->node;
+  uint64_t es = d9_dtype_size(x->dtype);
+  uint64_t a0 = (tb + es - 1) / es, a1 = te / es; /* whole elements */
+  int r = 0;
+  rc->tensors++;
+  if (a0 < a1) r = d9_eval_fill(rc, x, (int64_t)a0, (int64_t)(a1 - a0), out + (a0 * es - tb));
+  uint64_t edges[2] = {tb / es, te / es};
+  int nedge = 0;
+  if (tb % es) nedge = 1;
+  if (te % es && (nedge == 0 || edges[1] != edges[0])) edges[nedge++] = te / es;
+  for (int k = 0; k < nedge && !r; k++) {
+    unsigned char one[8];
+    uint64_t el = edges[k], eb = el * es;
+    if ((r = d9_eval_fill(rc, x, (int64_t)el, 1, one))) break;
+    uint64_t lo = eb > tb ? eb : tb, hi = eb + es < te ? eb + es : te;
+    memcpy(out + (lo - tb), one + (lo - eb), hi - lo);
+  }
+  if (r && !rc->failed_target) rc->failed_target = e->target;
+  return r;
+}
+
+static ssize_t read_copy(const d9_vfile *vf, uint64_t off, size_t n, unsigned char *buf) {
+  struct stat now;
+  if (fstat(vf->fd, &now) || now.st_size != vf->st.st_size ||
+      now.st_mtim.tv_sec != vf->st.st_mtim.tv_sec || now.st_mtim.tv_nsec != vf->st.st_mtim.tv_nsec)
+    return -ESTALE;
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(vf->fd, buf + done, n - done, (off_t)(off + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -EIO;
+    done += (size_t)r;
+  }
+  return (ssize_t)n;
+}
+
+ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n, void *buf) {
+  unsigned char *out = buf;
+  if (off >= vf->size) return 0;
+  if (n > vf->size - off) n = (size_t)(vf->size - off);
+  if (n > SSIZE_MAX) n = SSIZE_MAX;
+  if (vf->kind == D9_VF_BLOB) {
+    memcpy(out, vf->bytes + off, n);
+    return (ssize_t)n;
+  }
+  if (vf->kind == D9_VF_COPY) return read_copy(vf, off, n, out);
+  uint64_t end = off + n;
+  if (off < vf->header_len) {
+    uint64_t h = end < vf->header_len ? end : vf->header_len;
+    memcpy(out, vf->bytes + off, h - off);
+  }
+  /* first extent with e.end > off */
+  int lo = 0, hi = vf->nextents;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (vf->extents[mid].end <= off) lo = mid + 1; else hi = mid;
+  }
+  for (int i = lo; i < vf->nextents && vf->extents[i].begin < end; i++) {
+    const d9_extent *e = &vf->extents[i];
+    uint64_t b = e->begin > off ? e->begin : off, t = e->end < end ? e->end : end;
+    if (b >= t) continue;
+    int r = read_extent(rc, e, b - e->begin, t - e->begin, out + (b - off));
+    if (r) return r;
+  }
+  return (ssize_t)n;
+}

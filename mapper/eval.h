@@ -1,0 +1,42 @@
+/* eval.h - lazy evaluation: bytes [off, off+n) of a virtual file, computed
+ * from only the source ranges they need.
+ *
+ * d9_eval_fill() produces elements [start, start+count) of a node, in row-
+ * major order and the node's dtype, straight into the caller's buffer.
+ * Layout nodes recurse into the matching input ranges; casts convert in
+ * bounded chunks through scratch memory. Memory per call is bounded by the
+ * read plus a fixed scratch (D9_SCRATCH_BYTES), never by tensor size.
+ */
+#ifndef D9_EVAL_H
+#define D9_EVAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../kernels/kernels.h"
+#include "catalog.h"
+#include "node.h"
+#include "plan.h"
+
+#define D9_SCRATCH_BYTES (2u << 20)
+
+/* Per-read context: scratch memory and what went wrong, for the log. */
+typedef struct d9_read_ctx {
+  const d9_catalog *cat;
+  const d9_backend *be;
+  unsigned char *scratch;   /* D9_SCRATCH_BYTES, borrowed */
+  size_t scratch_top;       /* bytes in use (a stack) */
+  uint64_t src_bytes;       /* bytes pread from the source by this read */
+  uint64_t tensors;         /* extents evaluated by this read */
+  const d9_src_tensor *failed_src;  /* set on a source error */
+  const d9_target *failed_target;   /* set on any tensor error */
+} d9_read_ctx;
+
+/* Fill elements [start, start+count) of x into out. 0 or -errno. */
+int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+
+/* Bytes [off, off+n) of vf into buf. Returns the count (short only at
+ * EOF) or -errno. */
+ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n, void *buf);
+
+#endif

@@ -1,0 +1,38 @@
+/* graph.h - a spec expanded over a catalog: the target tensors, each the
+ * output node of a rule instance, with shapes and dtypes inferred and
+ * validated before any data is read.
+ *
+ * Each rule instance is one dependency group (d9d's StateGroup): its
+ * source inputs and its target outputs. Validation reports, naming the
+ * spec rule and the tensor: missing inputs, shape/dtype mismatches,
+ * divisibility errors, duplicate targets, reserved names, and (strict mode)
+ * source tensors used by no rule and not ignored.
+ */
+#ifndef D9_GRAPH_H
+#define D9_GRAPH_H
+
+#include "catalog.h"
+#include "node.h"
+#include "spec.h"
+
+typedef struct d9_target {
+  const char *name;      /* arena-owned */
+  d9_node *node;
+  const d9_rule *rule;   /* NULL for pass-through */
+  int group;             /* dependency group (rule instance) id */
+} d9_target;
+
+typedef struct d9_graph {
+  d9_arena *arena;
+  int ntargets;
+  d9_target *targets;    /* sorted by name (natural order) after build */
+  int ngroups;
+} d9_graph;
+
+int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_diag *diag);
+void d9_graph_destroy(d9_graph *g); /* accepts NULL */
+
+/* Natural order: digit runs compare as numbers ("layers.2" < "layers.10"). */
+int d9_natural_cmp(const char *a, const char *b);
+
+#endif

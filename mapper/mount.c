@@ -1,0 +1,292 @@
+#include "mount.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "kernels/cuda/cuda.h"
+#include "eval.h"
+#include "graph.h"
+#include "json_strict.h"
+#include "plan.h"
+#include "spec.h"
+
+enum { SPEC_MAX = 16u << 20, POOL_MAX = 64 };
+
+struct d9_mount {
+  d9_catalog *cat;
+  d9_spec *spec;
+  d9_graph *graph;
+  d9_plan *plan;
+  d9_arena *arena;     /* the tree */
+  int nnodes;
+  d9_vnode *nodes;
+  int *vfile_of;       /* per node: plan file index, -1 for dirs / dynamic */
+  int stats_node;
+  int verbose;
+  _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
+  pthread_mutex_t pool_lock; /* guards pool, npool */
+  unsigned char *pool[POOL_MAX];
+  int npool;
+};
+
+/* Tree construction: nodes with child lists, from one arena. */
+typedef struct tree_builder {
+  d9_mount *m;
+  int cap;
+  int **kids;    /* temporary per-node child arrays */
+  int *nkids, *capkids;
+} tree_builder;
+
+static int tb_add(tree_builder *tb, int parent, const char *name, d9_node_kind kind,
+                  uint64_t size, int vfile) {
+  d9_mount *m = tb->m;
+  if (m->nnodes == tb->cap) return -ENOMEM; /* sized up front */
+  int i = m->nnodes++;
+  m->nodes[i] = (d9_vnode){name, kind, size, parent < 0 ? i : parent, 0, NULL};
+  m->vfile_of[i] = vfile;
+  if (parent >= 0) {
+    if (tb->nkids[parent] == tb->capkids[parent]) {
+      int nc = tb->capkids[parent] ? tb->capkids[parent] * 2 : 8;
+      int *k = realloc(tb->kids[parent], sizeof(int) * (size_t)nc);
+      if (!k) return -ENOMEM;
+      tb->kids[parent] = k, tb->capkids[parent] = nc;
+    }
+    tb->kids[parent][tb->nkids[parent]++] = i;
+  }
+  return i;
+}
+
+static int build_tree(d9_mount *m) {
+  int cap = m->plan->nfiles + 8, rc = -ENOMEM;
+  tree_builder tb = {m, cap, calloc((size_t)cap, sizeof(int *)), calloc((size_t)cap, sizeof(int)),
+                     calloc((size_t)cap, sizeof(int))};
+  m->nodes = d9_arena_calloc(m->arena, (size_t)cap, sizeof *m->nodes);
+  m->vfile_of = d9_arena_calloc(m->arena, (size_t)cap, sizeof(int));
+  if (!tb.kids || !tb.nkids || !tb.capkids || !m->nodes || !m->vfile_of) goto out;
+  if (tb_add(&tb, -1, "", D9_NODE_DIR, 0, -1) < 0) goto out;
+  for (int f = 0; f < m->plan->nfiles; f++) {
+    const d9_vfile *vf = &m->plan->files[f];
+    if (tb_add(&tb, 0, vf->name, D9_NODE_FILE, vf->size, f) < 0) goto out;
+  }
+  int meta = tb_add(&tb, 0, ".d9dfs", D9_NODE_DIR, 0, -1);
+  if (meta < 0 || (m->stats_node = tb_add(&tb, meta, "stats.json", D9_NODE_DYNAMIC, 0, -1)) < 0)
+    goto out;
+  for (int i = 0; i < m->nnodes; i++) {
+    if (m->nodes[i].kind != D9_NODE_DIR) continue;
+    int *k = d9_arena_calloc(m->arena, (size_t)tb.nkids[i] + 1, sizeof(int));
+    if (!k) goto out;
+    if (tb.nkids[i]) memcpy(k, tb.kids[i], sizeof(int) * (size_t)tb.nkids[i]);
+    m->nodes[i].children = k;
+    m->nodes[i].nchildren = tb.nkids[i];
+  }
+  rc = 0;
+out:
+  for (int i = 0; tb.kids && i < cap; i++) free(tb.kids[i]);
+  free(tb.kids);
+  free(tb.nkids);
+  free(tb.capkids);
+  return rc;
+}
+
+/* -o device=auto|cpu|cuda[:N]. Evaluation runs on the CPU backend until the
+ * CUDA kernels exist; asking for a GPU that is not there is an error rather
+ * than a silent fallback. */
+static int pick_device(const char *dev, d9_diag *diag) {
+  if (!dev || !strcmp(dev, "auto") || !strcmp(dev, "cpu")) return 0;
+  if (strncmp(dev, "cuda", 4) || (dev[4] && dev[4] != ':'))
+    return d9_diag_fail(diag, EINVAL, "-o device=%s: want auto, cpu or cuda[:N]", dev);
+  int n = d9_cuda_device_count();
+  if (n == -ENODEV)
+    return d9_diag_fail(diag, ENODEV, "-o device=%s: this d9dfs was built without CUDA", dev);
+  int want = dev[4] ? atoi(dev + 5) : 0;
+  if (want < 0 || want >= n)
+    return d9_diag_fail(diag, ENODEV, "-o device=%s: %d CUDA device%s found", dev, n,
+                        n == 1 ? "" : "s");
+  if (!d9_backend_cuda(want))
+    return d9_diag_fail(diag, ENOTSUP, "-o device=%s: the CUDA kernels are not built yet", dev);
+  return 0;
+}
+
+int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
+  int rc;
+  char *text = NULL;
+  size_t len;
+  d9_mount *m = calloc(1, sizeof *m);
+  if (!m) return d9_diag_fail(diag, ENOMEM, "out of memory");
+  pthread_mutex_init(&m->pool_lock, NULL);
+  m->verbose = o->verbose;
+  if (o->reverse) {
+    rc = d9_diag_fail(diag, ENOTSUP, "%s: --reverse is not supported yet", o->spec_path);
+    goto fail;
+  }
+  if ((rc = pick_device(o->device, diag))) goto fail;
+  if (!(m->arena = d9_arena_create())) {
+    rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+    goto fail;
+  }
+  if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
+  if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
+  if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
+  if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
+  if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
+  if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
+  if ((rc = d9_plan_build(m->spec, m->cat, m->graph, &m->plan, diag))) goto fail;
+  if ((rc = build_tree(m))) {
+    d9_diag_fail(diag, ENOMEM, "out of memory");
+    goto fail;
+  }
+  free(text);
+  *out = m;
+  return 0;
+fail:
+  free(text);
+  d9_mount_close(m);
+  return rc;
+}
+
+void d9_mount_close(d9_mount *m) {
+  if (!m) return;
+  d9_plan_destroy(m->plan);
+  d9_graph_destroy(m->graph);
+  d9_catalog_close(m->cat);
+  d9_spec_destroy(m->spec);
+  d9_arena_destroy(m->arena);
+  for (int i = 0; i < m->npool; i++) free(m->pool[i]);
+  pthread_mutex_destroy(&m->pool_lock);
+  free(m);
+}
+
+int d9_mount_nnodes(const d9_mount *m) { return m->nnodes; }
+
+const d9_vnode *d9_mount_node(const d9_mount *m, int idx) {
+  return idx >= 0 && idx < m->nnodes ? &m->nodes[idx] : NULL;
+}
+
+int d9_mount_lookup(const d9_mount *m, int parent, const char *name) {
+  const d9_vnode *p = d9_mount_node(m, parent);
+  if (!p) return -ENOENT;
+  if (p->kind != D9_NODE_DIR) return -ENOTDIR;
+  if (!strcmp(name, ".")) return parent;
+  if (!strcmp(name, "..")) return p->parent;
+  for (int i = 0; i < p->nchildren; i++)
+    if (!strcmp(m->nodes[p->children[i]].name, name)) return p->children[i];
+  return -ENOENT;
+}
+
+int d9_mount_resolve(const d9_mount *m, const char *path) {
+  int cur = 0;
+  char part[1024];
+  while (*path) {
+    while (*path == '/') path++;
+    if (!*path) break;
+    size_t l = strcspn(path, "/");
+    if (l >= sizeof part) return -ENAMETOOLONG;
+    memcpy(part, path, l);
+    part[l] = 0;
+    cur = d9_mount_lookup(m, cur, part);
+    if (cur < 0) return cur;
+    path += l;
+  }
+  return cur;
+}
+
+static unsigned char *pool_get(d9_mount *m) {
+  unsigned char *p = NULL;
+  pthread_mutex_lock(&m->pool_lock);
+  if (m->npool) p = m->pool[--m->npool];
+  pthread_mutex_unlock(&m->pool_lock);
+  return p ? p : malloc(D9_SCRATCH_BYTES);
+}
+
+static void pool_put(d9_mount *m, unsigned char *p) {
+  if (!p) return;
+  pthread_mutex_lock(&m->pool_lock);
+  if (m->npool < POOL_MAX) m->pool[m->npool++] = p, p = NULL;
+  pthread_mutex_unlock(&m->pool_lock);
+  free(p);
+}
+
+ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
+  const d9_vnode *v = d9_mount_node(m, idx);
+  if (!v) return -EINVAL;
+  if (v->kind == D9_NODE_DIR) return -EISDIR;
+  if (v->kind == D9_NODE_DYNAMIC || m->vfile_of[idx] < 0) return -EINVAL;
+  const d9_vfile *vf = &m->plan->files[m->vfile_of[idx]];
+  d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
+  ssize_t r = d9_eval_read(&rc, vf, off, n, buf);
+  pool_put(m, rc.scratch);
+  atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->bytes_read_source, rc.src_bytes, memory_order_relaxed);
+  atomic_fetch_add_explicit(&m->tensors_evaluated, rc.tensors, memory_order_relaxed);
+  if (r >= 0) {
+    atomic_fetch_add_explicit(&m->bytes_served, (uint64_t)r, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+    fprintf(stderr, "d9dfs: read %s [%llu, +%zu): tensor '%s' (source shard %s): %s\n",
+            vf->name, (unsigned long long)off, n,
+            rc.failed_target ? rc.failed_target->name : "-",
+            rc.failed_src ? m->cat->shards[rc.failed_src->shard].name : "-", strerror((int)-r));
+  }
+  if (m->verbose)
+    fprintf(stderr, "d9dfs: read %s [%llu, +%zu) -> %zd, %llu source bytes\n", vf->name,
+            (unsigned long long)off, n, r, (unsigned long long)rc.src_bytes);
+  return r;
+}
+
+void d9_mount_get_stats(const d9_mount *m, d9_stats *o) {
+  o->bytes_served = atomic_load(&m->bytes_served);
+  o->bytes_read_source = atomic_load(&m->bytes_read_source);
+  o->reads = atomic_load(&m->reads);
+  o->tensors_evaluated = atomic_load(&m->tensors_evaluated);
+  o->errors = atomic_load(&m->errors);
+}
+
+int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len) {
+  if (idx != m->stats_node) return -EINVAL;
+  d9_stats s;
+  d9_mount_get_stats(m, &s);
+  char *buf = malloc(512);
+  if (!buf) return -ENOMEM;
+  int n = snprintf(buf, 512,
+                   "{\n  \"bytes_served\": %llu,\n  \"bytes_read_source\": %llu,\n"
+                   "  \"reads\": %llu,\n  \"tensors_evaluated\": %llu,\n  \"errors\": %llu\n}\n",
+                   (unsigned long long)s.bytes_served, (unsigned long long)s.bytes_read_source,
+                   (unsigned long long)s.reads, (unsigned long long)s.tensors_evaluated,
+                   (unsigned long long)s.errors);
+  *out = buf;
+  *out_len = (size_t)n;
+  return 0;
+}
+
+int d9_mount_print_plan(const d9_mount *m, int fd) {
+  FILE *f = fdopen(dup(fd), "w");
+  if (!f) return -errno;
+  const d9_plan *p = m->plan;
+  fprintf(f, "source: %s (%d tensors in %d shard%s)\nspec: %s (%d rules)\n", m->cat->dir,
+          m->cat->ntensors, m->cat->nshards, m->cat->nshards == 1 ? "" : "s", m->spec->path,
+          m->spec->nrules);
+  for (int i = 0; i < m->spec->nparams; i++)
+    fprintf(f, "param %s = %lld\n", m->spec->params[i].name,
+            (long long)m->spec->params[i].value);
+  for (int i = 0; i < p->nfiles; i++) {
+    const d9_vfile *vf = &p->files[i];
+    fprintf(f, "%s  %llu bytes%s\n", vf->name, (unsigned long long)vf->size,
+            vf->kind == D9_VF_COPY ? "  (copied)" : vf->kind == D9_VF_BLOB ? "  (generated)" : "");
+    for (int e = 0; e < vf->nextents; e++) {
+      const d9_target *t = vf->extents[e].target;
+      char sh[160];
+      fprintf(f, "  %-64s %-8s %-20s <- %s\n", t->name, d9_dtype_name(t->node->dtype),
+              d9_shape_str(t->node->shape, t->node->ndim, sh, sizeof sh),
+              t->rule ? t->rule->where : "pass-through");
+    }
+  }
+  fprintf(f, "validation: ok (%d targets in %d groups)\n", m->graph->ntargets, m->graph->ngroups);
+  return fclose(f) ? -EIO : 0;
+}

@@ -1,0 +1,86 @@
+/* mount.h - the public face of the core library: a source checkpoint plus
+ * a spec, planned into a virtual tree whose every byte can be read.
+ *
+ * The FUSE layer (fs/) and the CLI (tools/) use only this header. Nothing
+ * here has FUSE types. A d9_mount is immutable after d9_mount_open() except
+ * for its statistics counters, so every read function is thread-safe.
+ *
+ * The virtual tree is an array of nodes; node 0 is the root directory.
+ * Inode numbers for FUSE are node index + 1 (so the root is inode 1).
+ */
+#ifndef D9_MOUNT_H
+#define D9_MOUNT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "diag.h"
+
+typedef struct d9_mount d9_mount;
+
+typedef struct d9_mount_opts {
+  const char *src_dir;    /* source checkpoint directory */
+  const char *spec_path;  /* JSON mapping spec */
+  int reverse;            /* present the spec's source layout from a target-layout checkpoint */
+  int lenient;            /* mount despite validation findings (listed in .d9dfs/report.json) */
+  int tp, ep, pp;         /* parallel sizes for ranks/ (0 or 1: none) */
+  const char *device;     /* "auto", "cpu", "cuda[:N]"; NULL = auto */
+  int verbose;            /* log each read to stderr */
+  uint64_t max_shard_size;/* override the spec's output.max_shard_size; 0 = the spec's */
+} d9_mount_opts;
+
+typedef enum {
+  D9_NODE_DIR,
+  D9_NODE_FILE,     /* fixed size, immutable content */
+  D9_NODE_DYNAMIC,  /* content rendered at open (stats.json): size not known in advance */
+} d9_node_kind;
+
+typedef struct d9_vnode {
+  const char *name;   /* borrowed; valid while the mount lives; "" for the root */
+  d9_node_kind kind;
+  uint64_t size;      /* bytes; exact for D9_NODE_FILE, 0 for dirs and dynamic files */
+  int parent;         /* node index; the root is its own parent */
+  int nchildren;      /* dirs only */
+  const int *children;/* dirs only: node indices, in listing order */
+} d9_vnode;
+
+typedef struct d9_stats {
+  uint64_t bytes_served;       /* bytes returned by d9_mount_read */
+  uint64_t bytes_read_source;  /* bytes pread from source shards */
+  uint64_t reads;              /* d9_mount_read calls */
+  uint64_t tensors_evaluated;  /* target tensor extents (or parts) evaluated */
+  uint64_t errors;             /* reads that returned an error */
+} d9_stats;
+
+/* Catalog the source, parse the spec, build and validate the graph, plan
+ * the tree. Reads headers and small JSON files only, never tensor data.
+ * Returns 0, or -errno with diag holding one line naming the file, the
+ * tensor or the spec location and the reason. */
+int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag);
+void d9_mount_close(d9_mount *m); /* accepts NULL */
+
+int d9_mount_nnodes(const d9_mount *m);
+const d9_vnode *d9_mount_node(const d9_mount *m, int idx); /* NULL if out of range */
+/* Child of dir `parent` called `name`: node index, or -ENOENT / -ENOTDIR. */
+int d9_mount_lookup(const d9_mount *m, int parent, const char *name);
+/* Node for a '/'-separated path relative to the root ("" or "/" = root). */
+int d9_mount_resolve(const d9_mount *m, const char *path);
+
+/* Read n bytes at off of file node idx into buf. Returns the byte count -
+ * exactly n unless the range runs past the end of the file - or -errno
+ * (-EISDIR, -EINVAL, -EIO on a source fault, -ESTALE when a source shard
+ * changed under the mount, -ENOMEM). Thread-safe. */
+ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf);
+
+/* Render a D9_NODE_DYNAMIC node's current content into a malloc'd buffer
+ * (caller frees). Returns 0 or -errno. */
+int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len);
+
+void d9_mount_get_stats(const d9_mount *m, d9_stats *out);
+
+/* The human-readable plan (`d9dfs plan`): files, tensors, shapes, dtypes,
+ * the rule that makes each, and the validation report. Written to fd. */
+int d9_mount_print_plan(const d9_mount *m, int fd);
+
+#endif

@@ -1,0 +1,73 @@
+/* node.h - the transformation graph's nodes.
+ *
+ * Every node is a tensor (shape, dtype) defined by an operation on its
+ * inputs. Evaluation works on flat element ranges in row-major order:
+ * node->numel elements, and a read of elements [a, b) of a node pulls only
+ * the matching ranges of its inputs (see eval.c). Layout operations are
+ * expressed with four primitives:
+ *   SOURCE   a tensor of the source catalog
+ *   RESHAPE  same elements, new shape (free: flat ranges are unchanged)
+ *   CONCAT   along one dim (stack = concat of unsqueezed inputs; QKV
+ *            interleave = reshape -> concat on dim 1 -> reshape)
+ *   SLICE    a range along one dim (chunk, split, QKV split)
+ * and elementwise CAST. All are element-local, so no read ever materialises
+ * a whole tensor.
+ */
+#ifndef D9_NODE_H
+#define D9_NODE_H
+
+#include <stdint.h>
+
+#include "arena.h"
+#include "catalog.h"
+#include "diag.h"
+
+typedef enum {
+  D9_OP_SOURCE,
+  D9_OP_RESHAPE,
+  D9_OP_CONCAT,
+  D9_OP_SLICE,
+  D9_OP_CAST,
+} d9_op;
+
+typedef struct d9_node {
+  d9_op op;
+  d9_dtype dtype;
+  int ndim;
+  int64_t shape[D9_MAX_DIMS];
+  int64_t numel;
+  int nin;
+  struct d9_node **in;       /* arena-owned array of borrowed nodes */
+  const d9_src_tensor *src;  /* SOURCE: borrowed from the catalog */
+  int dim;                   /* CONCAT, SLICE */
+  int64_t start;             /* SLICE: first index along dim */
+  int64_t inner;             /* CONCAT, SLICE: elements per index of dim (product of later dims) */
+  int64_t *cum;              /* CONCAT: cum[i] = sum of in[j]->shape[dim] for j < i; nin+1 entries */
+} d9_node;
+
+/* Constructors. Each checks shapes/dtypes and returns NULL with diag set
+ * (the message starts with `where`, the spec location). Memory from a. */
+d9_node *d9_node_source(d9_arena *a, const d9_src_tensor *t);
+d9_node *d9_node_reshape(d9_arena *a, d9_node *x, const int64_t *shape, int ndim,
+                         const char *where, d9_diag *diag);
+d9_node *d9_node_concat(d9_arena *a, d9_node **in, int n, int dim, const char *where,
+                        d9_diag *diag);
+d9_node *d9_node_slice(d9_arena *a, d9_node *x, int dim, int64_t start, int64_t len,
+                       const char *where, d9_diag *diag);
+d9_node *d9_node_cast(d9_arena *a, d9_node *x, d9_dtype to, const char *where,
+                      d9_diag *diag);
+/* Stack n same-shape inputs along a new dim. */
+d9_node *d9_node_stack(d9_arena *a, d9_node **in, int n, int dim, const char *where,
+                       d9_diag *diag);
+/* GQA QKV interleave (DESIGN.md): q [nh*d, (H)], k, v [ng*d, (H)] ->
+ * [(nh+2ng)*d, (H)]; 1-D biases likewise. */
+d9_node *d9_node_qkv(d9_arena *a, d9_node *q, d9_node *k, d9_node *v, int64_t nh,
+                     int64_t ng, int64_t d, const char *where, d9_diag *diag);
+/* Its inverse: out[0..2] = q, k, v. Returns 0 or -EINVAL. */
+int d9_node_qkv_split(d9_arena *a, d9_node *x, int64_t nh, int64_t ng, int64_t d,
+                      d9_node *out[3], const char *where, d9_diag *diag);
+
+/* "[4096, 1024]" into buf. */
+const char *d9_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,55 @@
+/* plan.h - the virtual tree: every file's exact header bytes and tensor
+ * extents, fixed at mount time.
+ *
+ * Target tensors are laid out in natural name order and cut into shards at
+ * the spec's size budget (a new shard starts when the next tensor would
+ * take the current one past the budget, as HF's save_pretrained does):
+ * model-00001-of-0000N.safetensors plus model.safetensors.index.json, or
+ * model.safetensors alone when everything fits one shard.
+ */
+#ifndef D9_PLAN_H
+#define D9_PLAN_H
+
+#include <stdint.h>
+
+#include "catalog.h"
+#include "graph.h"
+#include "mount.h"
+#include "spec.h"
+
+typedef enum {
+  D9_VF_TENSORS, /* a safetensors file: header bytes then tensor extents */
+  D9_VF_BLOB,    /* bytes held in memory (index, config) */
+  D9_VF_COPY,    /* a source file served as is */
+} d9_vfile_kind;
+
+typedef struct d9_extent {
+  uint64_t begin, end;     /* bytes within the virtual file */
+  const d9_target *target; /* borrowed from the graph */
+} d9_extent;
+
+typedef struct d9_vfile {
+  d9_vfile_kind kind;
+  const char *name;
+  uint64_t size;           /* bytes */
+  const unsigned char *bytes; /* TENSORS: header (8 + N bytes); BLOB: all */
+  uint64_t header_len;     /* TENSORS: 8 + N */
+  int nextents;
+  d9_extent *extents;      /* TENSORS: sorted, contiguous after the header */
+  int fd;                  /* COPY: held open */
+  struct stat st;          /* COPY: at mount, for change detection */
+} d9_vfile;
+
+typedef struct d9_plan {
+  d9_arena *arena;
+  int nfiles;
+  d9_vfile *files;
+  int nshards;             /* TENSORS files */
+} d9_plan;
+
+/* Lay out g's targets per s's output section; copies come from c. */
+int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_plan **out,
+                  d9_diag *diag);
+void d9_plan_destroy(d9_plan *p); /* accepts NULL; closes COPY fds */
+
+#endif

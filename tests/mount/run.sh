@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Real FUSE mount tests, through the d9dfs CLI.
+# usage: run.sh D9DFS D9GEN   (PYTHON=venv python with safetensors + numpy)
+# Exits 77 (skip) only when /dev/fuse is truly absent and CI is not set;
+# in CI a mount that cannot be made fails.
+set -euo pipefail
+D9DFS=$(readlink -f "$1")
+D9GEN=$(readlink -f "$2")
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+PY=${PYTHON:-$HERE/.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+SPECS=$HERE/mounts
+pass=0 fail=0
+WORK=$(mktemp -d /tmp/d9mount.XXXXXX)
+MOUNTS=()
+
+cleanup() {
+  for m in "${MOUNTS[@]}"; do
+    mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok   - $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+if [ ! -c /dev/fuse ]; then
+  if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi
+  echo "skip: /dev/fuse is absent on this machine"; exit 77
+fi
+"$PY" -c "import safetensors, numpy" || { echo "FAIL - $PY lacks safetensors/numpy"; exit 1; }
+
+# mount SRC SPEC MNT [opts...]: returns once ready (the CLI daemonizes)
+do_mount() {
+  local src=$1 spec=$2 mnt=$3; shift 3
+  mkdir -p "$mnt"
+  MOUNTS+=("$mnt")
+  "$D9DFS" mount "$src" "$spec" "$mnt" "$@"
+}
+
+family_test() {
+  local name=$1; shift
+  local src=$WORK/$name mnt=$WORK/$name.mnt ref=$WORK/$name.ref
+  "$D9GEN" "$@" --dtype F32 --shards 3 "$src" >/dev/null
+  check "$name: mount returns with the mount ready" \
+    do_mount "$src" "$SPECS/llama-to-megatron.json" "$mnt" -o shard_size=64000000,readahead=0
+  check "$name: mountpoint is a fuse mount" mountpoint -q "$mnt"
+  check "$name: ls -l lists shards, index and config" \
+    bash -c "ls -l '$mnt' | grep -q 'model-00001-of-' && ls '$mnt' | grep -qx model.safetensors.index.json && ls '$mnt' | grep -qx config.json"
+  check "$name: hexdump shows the header" bash -c "hexdump -C '$mnt'/model-00001-of-*.safetensors | head -1 | grep -qF '{\"__meta|'"
+  local f1; f1=$(ls "$mnt" | grep -m1 'model-0000')
+  check "$name: reading one fused tensor pulls <= 1.1x its size from the source" \
+    "$PY" "$HERE/tests/py/amplification.py" "$mnt" "$f1" linear_qkv.weight 1.1
+  "$D9DFS" convert "$src" "$SPECS/llama-to-megatron.json" "$ref" -o shard_size=64000000
+  local allsame=1
+  for f in "$ref"/*; do cmp -s "$f" "$mnt/$(basename "$f")" || allsame=0; done
+  check "$name: every file through the mount equals d9dfs convert output" test $allsame = 1
+  check "$name: d9dfs cat OFFSET LENGTH equals the same slice" bash -c \
+    "cmp -s <('$D9DFS' cat '$src' '$SPECS/llama-to-megatron.json' '$f1' 100 5000 -o shard_size=64000000) <(tail -c +101 '$ref/$f1' | head -c 5000)"
+  check "$name: random reads and mmap equal convert output" "$PY" "$HERE/tests/py/random_reads.py" "$mnt" "$ref" 1500 7
+  check "$name: safetensors opens every file; tensors equal the reference" \
+    "$PY" "$HERE/tests/py/check_megatron.py" "$src" "$mnt"
+  check "$name: cp -r copies the tree" bash -c "cp -r '$mnt' '$WORK/$name.cp' && diff -r -x .d9dfs '$ref' '$WORK/$name.cp' >/dev/null"
+  check "$name: writes are refused (EROFS)" bash -c "! (echo x > '$mnt/config.json') 2>/dev/null && ! touch '$mnt/new' 2>/dev/null"
+  check "$name: stats.json has the counters" bash -c "grep -q bytes_read_source '$mnt/.d9dfs/stats.json' && grep -q tensors_evaluated '$mnt/.d9dfs/stats.json'"
+  check "$name: fusermount3 -u unmounts" fusermount3 -u "$mnt"
+  check "$name: the mount is gone" bash -c "! mountpoint -q '$mnt'"
+}
+
+family_test llama --family llama --layers 8 --hidden 1024 --heads 16 --kv-heads 4 --intermediate 1024 --vocab 4096 --bias 0 --tied 0
+family_test qwen2 --family qwen2 --layers 4 --hidden 896 --heads 14 --kv-heads 2 --intermediate 1216 --vocab 3000 --bias 1 --tied 1
+
+# lifecycle: SIGTERM and SIGINT unmount cleanly, exit 0
+src=$WORK/llama
+for sig in TERM INT; do
+  mnt=$WORK/sig$sig
+  do_mount "$src" "$SPECS/identity.json" "$mnt"
+  pid=$(pgrep -f "d9dfs mount $src $SPECS/identity.json $mnt" | head -1 || true)
+  if [ -n "$pid" ]; then
+    kill -$sig "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    check "SIG$sig: daemon exits and the mount is gone" bash -c "! kill -0 $pid 2>/dev/null && ! mountpoint -q '$mnt'"
+  else
+    bad "SIG$sig: no daemon process found"
+  fi
+done
+
+# foreground mode: -f stays attached; fusermount3 -u ends it with exit 0
+mnt=$WORK/fg; mkdir -p "$mnt"; MOUNTS+=("$mnt")
+"$D9DFS" mount "$src" "$SPECS/identity.json" "$mnt" -f & fgpid=$!
+for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.05; done
+check "-f: mounted in the foreground" mountpoint -q "$mnt"
+fusermount3 -u "$mnt"
+check "-f: exits 0 after fusermount3 -u" wait $fgpid
+
+# errors: missing mount point, busy mount point, bad spec
+out=$("$D9DFS" mount "$src" "$SPECS/identity.json" "$WORK/nonexistent" 2>&1) && st=0 || st=$?
+check "missing mount point: non-zero exit and a clear message" bash -c "[ $st -ne 0 ] && grep -q nonexistent <<<'$out'"
+mnt=$WORK/busy; do_mount "$src" "$SPECS/identity.json" "$mnt"
+out=$("$D9DFS" mount "$src" "$SPECS/identity.json" "$mnt" 2>&1) && st=0 || st=$?
+check "busy mount point: non-zero exit and a clear message" bash -c "[ $st -ne 0 ] && grep -qi busy <<<'$out'"
+fusermount3 -u "$mnt"
+sed 's/self_attn.k_proj.weight/self_attn.kx_proj.weight/' "$SPECS/llama-to-megatron.json" > "$WORK/bad.json"
+out=$("$D9DFS" plan "$src" "$WORK/bad.json" 2>&1) && st=0 || st=$?
+check "plan with a spec mistake: non-zero exit, one line naming rule and tensor" bash -c \
+  "[ $st -ne 0 ] && [ \$(wc -l <<<'$out') -eq 1 ] && grep -q 'rules\[1\] (qkv)' <<<'$out' && grep -q 'model.layers.0.self_attn.kx_proj.weight' <<<'$out'"
+check "plan on a good spec: exit 0 and lists the fused tensor" bash -c \
+  "'$D9DFS' plan '$src' '$SPECS/llama-to-megatron.json' | grep -q 'linear_qkv.weight.*<- rules\[1\] (qkv)'"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

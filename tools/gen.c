@@ -1,0 +1,721 @@
+/* gen.c - the seeded synthetic checkpoint generator (see gen.h). */
+#include "gen.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../kernels/kernels.h"
+#include "../mapper/st_header.h"
+
+enum {
+  CHUNK = 1 << 20,           /* bytes of tensor data generated at a time */
+  SHARDS_MAX = 99999,        /* file names carry five digits */
+  TENSORS_MAX = 1 << 24,
+};
+#define DIM_MAX INT64_C(0x7fffffff)       /* any single parameter */
+#define SHAPE_MAX (INT64_C(1) << 53)      /* any tensor dimension */
+
+typedef enum { K_WEIGHT, K_NORM, K_FP8, K_SCALE } val_kind;
+
+typedef struct gtensor {
+  char *name;          /* owned (malloc) */
+  d9_dtype dtype;
+  int ndim;            /* 1 or 2 */
+  int64_t shape[2];    /* elements */
+  val_kind kind;
+  uint64_t nbytes;
+  int shard;           /* 0-based file index */
+  int pair;            /* deepseek_fp8: weight <-> its scale; else -1 */
+} gtensor;
+
+typedef struct glist {
+  gtensor *v;          /* owned */
+  int n, cap;
+} glist;
+
+/* Parameters with the family defaults resolved. */
+typedef struct resolved {
+  int fam;
+  int64_t L, H, nh, ng, d, I, V, E, b;
+  d9_dtype dt;
+  int bias, tied, shards;
+  uint64_t seed;
+} resolved;
+
+static const char *const family_names[] = {
+#define D9_X(e, name) name,
+    D9_GEN_FAMILY_TABLE(D9_X)
+#undef D9_X
+};
+
+int d9_gen_family_parse(const char *name) {
+  if (!name) return -1;
+  for (int i = 0; i < D9_GEN_FAMILY_COUNT; i++)
+    if (strcmp(name, family_names[i]) == 0) return i;
+  return -1;
+}
+
+const char *d9_gen_family_name(int family) {
+  return (family >= 0 && family < D9_GEN_FAMILY_COUNT) ? family_names[family]
+                                                       : "?";
+}
+
+void d9_gen_defaults(d9_gen_params *p, const char *family) {
+  memset(p, 0, sizeof *p);
+  p->family = d9_gen_family_parse(family ? family : "llama");
+  p->layers = 2;
+  p->hidden = 64;
+  p->heads = 4;
+  p->kv_heads = 2;
+  p->head_dim = p->family == D9_GEN_GEMMA ? 32 : 0;
+  p->intermediate = 128;
+  p->vocab = 256;
+  p->experts = (p->family == D9_GEN_MIXTRAL || p->family == D9_GEN_QWEN3_MOE)
+                   ? 4 : 0;
+  p->dtype = D9_BF16;
+  p->bias = -1;
+  p->tied = -1;
+  p->shards = 1;
+  p->block = 128;
+  p->seed = 1;
+}
+
+static int is_moe(int fam) {
+  return fam == D9_GEN_MIXTRAL || fam == D9_GEN_QWEN3_MOE;
+}
+
+/* ---- parameters ---- */
+
+static int check_dim(const char *what, int64_t v, int64_t lo, d9_diag *diag) {
+  if (v < lo || v > DIM_MAX)
+    return d9_diag_fail(diag, EINVAL, "%s %lld out of range [%lld, %lld]",
+                        what, (long long)v, (long long)lo, (long long)DIM_MAX);
+  return 0;
+}
+
+static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
+  int rc;
+  if (!p) return d9_diag_fail(diag, EINVAL, "no parameters");
+  if (p->family < 0 || p->family >= D9_GEN_FAMILY_COUNT)
+    return d9_diag_fail(diag, EINVAL, "unknown family (want llama, qwen2, "
+                        "mixtral, qwen3_moe, deepseek_fp8 or gemma)");
+  if ((rc = check_dim("layers", p->layers, 1, diag)) ||
+      (rc = check_dim("hidden", p->hidden, 1, diag)) ||
+      (rc = check_dim("heads", p->heads, 1, diag)) ||
+      (rc = check_dim("kv_heads", p->kv_heads, 1, diag)) ||
+      (rc = check_dim("head_dim", p->head_dim, 0, diag)) ||
+      (rc = check_dim("intermediate", p->intermediate, 1, diag)) ||
+      (rc = check_dim("vocab", p->vocab, 1, diag)) ||
+      (rc = check_dim("experts", p->experts, is_moe(p->family) ? 1 : 0, diag)) ||
+      (rc = check_dim("block", p->block, 1, diag)))
+    return rc;
+  if (p->heads % p->kv_heads != 0)
+    return d9_diag_fail(diag, EINVAL, "heads %lld is not a multiple of "
+                        "kv_heads %lld", (long long)p->heads,
+                        (long long)p->kv_heads);
+  if (p->head_dim == 0 && p->hidden % p->heads != 0)
+    return d9_diag_fail(diag, EINVAL, "hidden %lld is not a multiple of heads "
+                        "%lld (give head_dim)", (long long)p->hidden,
+                        (long long)p->heads);
+  if (p->dtype != D9_F32 && p->dtype != D9_F16 && p->dtype != D9_BF16)
+    return d9_diag_fail(diag, EINVAL, "dtype %s not supported (want BF16, F16 "
+                        "or F32)", d9_dtype_name(p->dtype));
+  if (p->bias < -1 || p->bias > 1 || p->tied < -1 || p->tied > 1)
+    return d9_diag_fail(diag, EINVAL, "bias and tied must be -1, 0 or 1");
+  if (p->shards < 1 || p->shards > SHARDS_MAX)
+    return d9_diag_fail(diag, EINVAL, "shards %d out of range [1, %d]",
+                        p->shards, SHARDS_MAX);
+  r->fam = p->family;
+  r->L = p->layers;
+  r->H = p->hidden;
+  r->nh = p->heads;
+  r->ng = p->kv_heads;
+  r->d = p->head_dim ? p->head_dim : p->hidden / p->heads;
+  r->I = p->intermediate;
+  r->V = p->vocab;
+  r->E = is_moe(p->family) ? p->experts : 0;
+  r->b = p->block;
+  r->dt = p->dtype;
+  r->bias = p->bias >= 0 ? p->bias : p->family == D9_GEN_QWEN2;
+  r->tied = p->tied >= 0 ? p->tied
+                         : (p->family == D9_GEN_QWEN2 || p->family == D9_GEN_GEMMA);
+  r->shards = p->shards;
+  r->seed = p->seed;
+  if (r->nh * r->d > SHAPE_MAX)  /* both <= 2^31: no overflow */
+    return d9_diag_fail(diag, EOVERFLOW, "heads * head_dim is too large");
+  /* tensors per layer <= 16 + 3E; keep the list itself bounded */
+  if ((16 + 3 * r->E) > TENSORS_MAX / r->L)
+    return d9_diag_fail(diag, EINVAL, "layers * experts gives more than %d "
+                        "tensors", TENSORS_MAX);
+  return 0;
+}
+
+/* ---- the tensor list ---- */
+
+static void list_free(glist *l) {
+  for (int i = 0; i < l->n; i++) free(l->v[i].name);
+  free(l->v);
+  l->v = NULL;
+  l->n = l->cap = 0;
+}
+
+/* Append a tensor; d1 < 0 makes it 1-D. Returns its index or -errno. */
+__attribute__((format(printf, 7, 8)))
+static int add(glist *l, d9_dtype dt, val_kind k, int64_t d0, int64_t d1,
+               d9_diag *diag, const char *fmt, ...) {
+  if (l->n == l->cap) {
+    int cap = l->cap ? 2 * l->cap : 64;
+    gtensor *v = realloc(l->v, (size_t)cap * sizeof *v);
+    if (!v) return d9_diag_fail(diag, ENOMEM, "out of memory for the tensor list");
+    l->v = v;
+    l->cap = cap;
+  }
+  gtensor *t = &l->v[l->n];
+  memset(t, 0, sizeof *t);
+  va_list ap;
+  va_start(ap, fmt);
+  int len = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (len < 0 || !(t->name = malloc((size_t)len + 1)))
+    return d9_diag_fail(diag, ENOMEM, "out of memory for a tensor name");
+  va_start(ap, fmt);
+  vsnprintf(t->name, (size_t)len + 1, fmt, ap);
+  va_end(ap);
+  t->dtype = dt;
+  t->kind = k;
+  t->ndim = d1 < 0 ? 1 : 2;
+  t->shape[0] = d0;
+  t->shape[1] = d1 < 0 ? 0 : d1;
+  t->pair = -1;
+  l->n++; /* owns the name from here, even if the size check fails */
+  if (d9_st_nbytes(t->shape, t->ndim, dt, &t->nbytes) != 0)
+    return d9_diag_fail(diag, EOVERFLOW, "tensor '%s': byte size overflows",
+                        t->name);
+  return l->n - 1;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+/* Build the tensor list in natural order. Returns 0 or -errno. */
+static int build(const resolved *r, glist *l, d9_diag *diag) {
+  const int fp8 = r->fam == D9_GEN_DEEPSEEK_FP8;
+  const d9_dtype lin = fp8 ? D9_F8_E4M3 : r->dt;   /* layer linears */
+  const val_kind lk = fp8 ? K_FP8 : K_WEIGHT;
+  const int64_t H = r->H, I = r->I, E = r->E, qd = r->nh * r->d,
+                kvd = r->ng * r->d;
+  int rc;
+#define ADD(dt, k, a, b, ...)                                   \
+  do {                                                          \
+    if ((rc = add(l, dt, k, a, b, diag, __VA_ARGS__)) < 0) return rc; \
+  } while (0)
+  ADD(r->dt, K_WEIGHT, r->V, H, "model.embed_tokens.weight");
+  for (int64_t i = 0; i < r->L; i++) {
+    const char *pre = "model.layers.";
+    long long li = (long long)i;
+    ADD(r->dt, K_NORM, H, -1, "%s%lld.input_layernorm.weight", pre, li);
+    ADD(lin, lk, qd, H, "%s%lld.self_attn.q_proj.weight", pre, li);
+    if (r->bias) ADD(r->dt, K_WEIGHT, qd, -1, "%s%lld.self_attn.q_proj.bias", pre, li);
+    ADD(lin, lk, kvd, H, "%s%lld.self_attn.k_proj.weight", pre, li);
+    if (r->bias) ADD(r->dt, K_WEIGHT, kvd, -1, "%s%lld.self_attn.k_proj.bias", pre, li);
+    ADD(lin, lk, kvd, H, "%s%lld.self_attn.v_proj.weight", pre, li);
+    if (r->bias) ADD(r->dt, K_WEIGHT, kvd, -1, "%s%lld.self_attn.v_proj.bias", pre, li);
+    ADD(lin, lk, H, qd, "%s%lld.self_attn.o_proj.weight", pre, li);
+    if (r->fam == D9_GEN_QWEN3_MOE) {
+      ADD(r->dt, K_NORM, r->d, -1, "%s%lld.self_attn.q_norm.weight", pre, li);
+      ADD(r->dt, K_NORM, r->d, -1, "%s%lld.self_attn.k_norm.weight", pre, li);
+    }
+    ADD(r->dt, K_NORM, H, -1, "%s%lld.post_attention_layernorm.weight", pre, li);
+    if (r->fam == D9_GEN_MIXTRAL) {
+      const char *m = "block_sparse_moe";
+      ADD(r->dt, K_WEIGHT, E, H, "%s%lld.%s.gate.weight", pre, li, m);
+      for (int64_t e = 0; e < E; e++) {
+        long long le = (long long)e;
+        ADD(r->dt, K_WEIGHT, I, H, "%s%lld.%s.experts.%lld.w1.weight", pre, li, m, le);
+        ADD(r->dt, K_WEIGHT, I, H, "%s%lld.%s.experts.%lld.w3.weight", pre, li, m, le);
+        ADD(r->dt, K_WEIGHT, H, I, "%s%lld.%s.experts.%lld.w2.weight", pre, li, m, le);
+      }
+    } else if (r->fam == D9_GEN_QWEN3_MOE) {
+      ADD(r->dt, K_WEIGHT, E, H, "%s%lld.mlp.gate.weight", pre, li);
+      for (int64_t e = 0; e < E; e++) {
+        long long le = (long long)e;
+        ADD(r->dt, K_WEIGHT, I, H, "%s%lld.mlp.experts.%lld.gate_proj.weight", pre, li, le);
+        ADD(r->dt, K_WEIGHT, I, H, "%s%lld.mlp.experts.%lld.up_proj.weight", pre, li, le);
+        ADD(r->dt, K_WEIGHT, H, I, "%s%lld.mlp.experts.%lld.down_proj.weight", pre, li, le);
+      }
+    } else {
+      ADD(lin, lk, I, H, "%s%lld.mlp.gate_proj.weight", pre, li);
+      ADD(lin, lk, I, H, "%s%lld.mlp.up_proj.weight", pre, li);
+      ADD(lin, lk, H, I, "%s%lld.mlp.down_proj.weight", pre, li);
+    }
+  }
+  ADD(r->dt, K_NORM, H, -1, "model.norm.weight");
+  if (!r->tied) ADD(r->dt, K_WEIGHT, r->V, H, "lm_head.weight");
+  if (fp8) {
+    int nw = l->n;
+    for (int i = 0; i < nw; i++) {
+      if (l->v[i].kind != K_FP8) continue;
+      int64_t m = l->v[i].shape[0], n = l->v[i].shape[1];
+      ADD(D9_F32, K_SCALE, ceil_div(m, r->b), ceil_div(n, r->b), "%s_scale_inv",
+          l->v[i].name);
+      l->v[i].pair = rc;
+      l->v[rc].pair = i;
+    }
+  }
+#undef ADD
+  return 0;
+}
+
+/* ---- shard assignment ---- */
+
+/* floor(total * k / ns) without overflow (k <= ns <= SHARDS_MAX). */
+static uint64_t frac(uint64_t total, int k, int ns) {
+  return total / (uint64_t)ns * (uint64_t)k +
+         total % (uint64_t)ns * (uint64_t)k / (uint64_t)ns;
+}
+
+/* Give tensors [from, to) to shards s0 .. s0+ns-1 in order, cutting where a
+ * tensor's midpoint passes an equal-bytes boundary; every shard gets at
+ * least one tensor (to - from >= ns). */
+static void assign(gtensor *t, int from, int to, int s0, int ns) {
+  uint64_t total = 0, acc = 0;
+  for (int i = from; i < to; i++) total += t[i].nbytes;
+  int shard = 0, count = 0;
+  for (int i = from; i < to; i++) {
+    if (count > 0 && shard < ns - 1 &&
+        (to - i <= ns - 1 - shard ||
+         acc + t[i].nbytes / 2 >= frac(total, shard + 1, ns))) {
+      shard++;
+      count = 0;
+    }
+    t[i].shard = s0 + shard;
+    acc += t[i].nbytes;
+    count++;
+  }
+}
+
+static int shard_all(glist *l, const resolved *r, d9_diag *diag) {
+  if (r->shards > l->n)
+    return d9_diag_fail(diag, EINVAL, "shards %d exceeds the %d tensors",
+                        r->shards, l->n);
+  assign(l->v, 0, l->n, 0, r->shards);
+  if (r->fam != D9_GEN_DEEPSEEK_FP8 || r->shards < 2) return 0;
+  int first_scale = -1;
+  for (int i = 0; i < l->n; i++) {
+    if (l->v[i].kind == K_SCALE && first_scale < 0) first_scale = i;
+    if (l->v[i].pair >= 0 && l->v[i].shard != l->v[l->v[i].pair].shard)
+      return 0; /* some weight and its scale are already apart */
+  }
+  /* Fall back: all scales alone in the last file. */
+  if (first_scale < r->shards - 1)
+    return d9_diag_fail(diag, EINVAL, "shards %d too many to keep a weight "
+                        "and its scale apart", r->shards);
+  assign(l->v, 0, first_scale, 0, r->shards - 1);
+  for (int i = first_scale; i < l->n; i++) l->v[i].shard = r->shards - 1;
+  return 0;
+}
+
+/* Resolve, build and shard; *sum gets the data bytes. On failure the list
+ * is freed. */
+static int prepare(const d9_gen_params *p, resolved *r, glist *l,
+                   uint64_t *sum, d9_diag *diag) {
+  int rc = resolve(p, r, diag);
+  if (rc == 0) rc = build(r, l, diag);
+  *sum = 0;
+  for (int i = 0; rc == 0 && i < l->n; i++) {
+    if (l->v[i].nbytes > UINT64_MAX - *sum)
+      rc = d9_diag_fail(diag, EOVERFLOW, "checkpoint size overflows");
+    else
+      *sum += l->v[i].nbytes;
+  }
+  if (rc == 0) rc = shard_all(l, r, diag); /* sums no longer overflow */
+  if (rc) list_free(l);
+  return rc;
+}
+
+int d9_gen_count(const d9_gen_params *p, int *ntensors, uint64_t *data_bytes,
+                 d9_diag *diag) {
+  resolved r;
+  glist l = {0};
+  uint64_t sum;
+  int rc = prepare(p, &r, &l, &sum, diag);
+  if (rc) return rc;
+  if (ntensors) *ntensors = l.n;
+  if (data_bytes) *data_bytes = sum;
+  list_free(&l);
+  return 0;
+}
+
+/* ---- values ---- */
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * UINT64_C(0x100000001b3);
+  return h;
+}
+
+/* splitmix64: advance *s and return the next output. */
+static uint64_t next64(uint64_t *s) {
+  uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+/* The next value for kind k, as f32. u is exact: 24 bits. */
+static float next_value(uint64_t *s, val_kind k, int zero_norm) {
+  uint32_t top = (uint32_t)(next64(s) >> 40);                   /* [0, 2^24) */
+  float u = (float)((int32_t)top - (1 << 23)) * (1.0f / (1 << 23)); /* [-1,1) */
+  switch (k) {
+  case K_NORM: return zero_norm ? u * 0.1f : 1.0f + u * 0.1f;
+  case K_FP8: return u * 448.0f;
+  case K_SCALE: return 1e-3f + (float)top * (1.0f / (1 << 24)) * 0.099f;
+  default: return u;
+  }
+}
+
+static void put_le(unsigned char *p, uint32_t v, size_t n) {
+  for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Fill n elements of tensor t into buf, continuing the stream in *s. */
+static void fill(unsigned char *buf, int64_t n, const gtensor *t, uint64_t *s,
+                 int zero_norm) {
+  size_t es = d9_dtype_size(t->dtype);
+  for (int64_t i = 0; i < n; i++) {
+    float f = next_value(s, t->kind, zero_norm);
+    unsigned char *o = buf + (size_t)i * es;
+    switch (t->dtype) {
+    case D9_F32: {
+      uint32_t bits;
+      memcpy(&bits, &f, 4);
+      put_le(o, bits, 4);
+      break;
+    }
+    case D9_F16: put_le(o, d9_f32_to_f16(f), 2); break;
+    case D9_BF16: put_le(o, d9_f32_to_bf16(f), 2); break;
+    default: o[0] = d9_f32_to_e4m3(f); break; /* D9_F8_E4M3 */
+    }
+  }
+}
+
+/* ---- files ---- */
+
+static const char *reason(int err, char *buf, size_t n) {
+  snprintf(buf, n, "%s", strerror(err));
+  buf[0] = (char)tolower((unsigned char)buf[0]);
+  return buf;
+}
+
+static char *join(const char *dir, const char *name, d9_diag *diag) {
+  size_t a = strlen(dir), b = strlen(name);
+  char *p = malloc(a + b + 2);
+  if (!p) {
+    d9_diag_fail(diag, ENOMEM, "out of memory");
+    return NULL;
+  }
+  memcpy(p, dir, a);
+  p[a] = '/';
+  memcpy(p + a + 1, name, b + 1);
+  return p;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+  const unsigned char *p = data;
+  while (len > 0) {
+    ssize_t w = write(fd, p, len);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    p += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+static int make_dirs(const char *dir, d9_diag *diag) {
+  char why[128];
+  if (!*dir) return d9_diag_fail(diag, EINVAL, "empty output directory name");
+  char *p = strdup(dir);
+  if (!p) return d9_diag_fail(diag, ENOMEM, "out of memory");
+  int rc = 0;
+  for (char *s = p + 1;; s++) {
+    if (*s != '/' && *s != 0) continue;
+    char c = *s;
+    *s = 0;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+      rc = d9_diag_fail(diag, errno, "%s: cannot create directory: %s", p,
+                        reason(errno, why, sizeof why));
+      break;
+    }
+    *s = c;
+    if (!c) break;
+  }
+  free(p);
+  struct stat st;
+  if (rc == 0 && stat(dir, &st) != 0)
+    rc = d9_diag_fail(diag, errno, "%s: %s", dir, reason(errno, why, sizeof why));
+  if (rc == 0 && !S_ISDIR(st.st_mode))
+    rc = d9_diag_fail(diag, ENOTDIR, "%s: not a directory", dir);
+  return rc;
+}
+
+/* An open temporary file that becomes dir/name on commit. */
+typedef struct outfile {
+  char *path, *tmp;
+  int fd;
+} outfile;
+
+static int out_open(outfile *o, const char *dir, const char *name, d9_diag *diag) {
+  char why[128], tname[64];
+  o->fd = -1;
+  o->tmp = NULL;
+  if (!(o->path = join(dir, name, diag))) return -ENOMEM;
+  snprintf(tname, sizeof tname, ".%.32s.%ld.tmp", name, (long)getpid());
+  if (!(o->tmp = join(dir, tname, diag))) {
+    free(o->path);
+    return -ENOMEM;
+  }
+  o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (o->fd < 0) {
+    int rc = d9_diag_fail(diag, errno, "%s: cannot create: %s", o->tmp,
+                          reason(errno, why, sizeof why));
+    free(o->tmp);
+    free(o->path);
+    return rc;
+  }
+  return 0;
+}
+
+static int out_write(outfile *o, const void *data, size_t len, d9_diag *diag) {
+  char why[128];
+  int rc = write_all(o->fd, data, len);
+  if (rc) d9_diag_fail(diag, -rc, "%s: write failed: %s", o->tmp,
+                       reason(-rc, why, sizeof why));
+  return rc;
+}
+
+/* Close and, if ok, rename into place; otherwise remove the temporary. */
+static int out_close(outfile *o, int ok, d9_diag *diag) {
+  char why[128];
+  int rc = 0;
+  if (close(o->fd) != 0 && ok)
+    rc = d9_diag_fail(diag, errno, "%s: close failed: %s", o->tmp,
+                      reason(errno, why, sizeof why));
+  if (ok && rc == 0 && rename(o->tmp, o->path) != 0)
+    rc = d9_diag_fail(diag, errno, "%s: cannot rename into place: %s", o->path,
+                      reason(errno, why, sizeof why));
+  if (!ok || rc) unlink(o->tmp);
+  free(o->tmp);
+  free(o->path);
+  return rc;
+}
+
+static int write_small(const char *dir, const char *name, const char *text,
+                       d9_diag *diag) {
+  outfile o;
+  int rc = out_open(&o, dir, name, diag);
+  if (rc) return rc;
+  rc = out_write(&o, text, strlen(text), diag);
+  int rc2 = out_close(&o, rc == 0, diag);
+  return rc ? rc : rc2;
+}
+
+/* A growable string for the JSON files (sized by tensor count, not data). */
+typedef struct sbuf {
+  char *s;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+__attribute__((format(printf, 2, 3)))
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    b->oom = 1;
+    return;
+  }
+  if (b->len + (size_t)n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+      b->oom = 1;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+  va_start(ap, fmt);
+  vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+static void shard_name(char *out, size_t n, int k, int ns) {
+  if (ns == 1)
+    snprintf(out, n, "model.safetensors");
+  else
+    snprintf(out, n, "model-%05d-of-%05d.safetensors", k + 1, ns);
+}
+
+/* Write shard k: tensors [from, to) of the list. */
+static int write_shard(const char *dir, const glist *l, int from, int to,
+                       const resolved *r, int k, unsigned char *buf,
+                       d9_diag *diag) {
+  char fname[64];
+  shard_name(fname, sizeof fname, k, r->shards);
+  int n = to - from, rc;
+  d9_st_tensor *tt = calloc((size_t)n, sizeof *tt);
+  if (!tt) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", fname);
+  for (int i = 0; i < n; i++) {
+    const gtensor *g = &l->v[from + i];
+    tt[i].name = g->name;
+    tt[i].dtype = g->dtype;
+    tt[i].ndim = g->ndim;
+    tt[i].shape[0] = g->shape[0];
+    tt[i].shape[1] = g->shape[1];
+  }
+  unsigned char *hdr = NULL;
+  uint64_t hlen = 0;
+  rc = d9_st_write_header(tt, n, NULL, NULL, 0, &hdr, &hlen);
+  if (rc) {
+    d9_diag_fail(diag, -rc, "%s: cannot build the safetensors header", fname);
+    goto out_tensors;
+  }
+  outfile o;
+  if ((rc = out_open(&o, dir, fname, diag))) goto out_header;
+  rc = out_write(&o, hdr, (size_t)hlen, diag);
+  const int zero_norm = r->fam == D9_GEN_GEMMA;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    const gtensor *g = &l->v[from + i];
+    size_t es = d9_dtype_size(g->dtype);
+    int64_t left = (int64_t)(g->nbytes / es), per = (int64_t)(CHUNK / es);
+    uint64_t s = r->seed ^ fnv1a(g->name);
+    while (rc == 0 && left > 0) {
+      int64_t m = left < per ? left : per;
+      fill(buf, m, g, &s, zero_norm);
+      rc = out_write(&o, buf, (size_t)m * es, diag);
+      left -= m;
+    }
+  }
+  int rc2 = out_close(&o, rc == 0, diag);
+  if (rc == 0) rc = rc2;
+out_header:
+  free(hdr);
+out_tensors:
+  free(tt);
+  return rc;
+}
+
+static int write_index(const char *dir, const glist *l, const resolved *r,
+                       uint64_t total, d9_diag *diag) {
+  sbuf b = {0};
+  char fname[64];
+  sb_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n"
+            "  \"weight_map\": {\n", (unsigned long long)total);
+  for (int i = 0; i < l->n; i++) {
+    shard_name(fname, sizeof fname, l->v[i].shard, r->shards);
+    sb_printf(&b, "    \"%s\": \"%s\"%s\n", l->v[i].name, fname,
+              i + 1 < l->n ? "," : "");
+  }
+  sb_printf(&b, "  }\n}\n");
+  int rc = b.oom ? d9_diag_fail(diag, ENOMEM, "out of memory for the index")
+                 : write_small(dir, "model.safetensors.index.json", b.s, diag);
+  free(b.s);
+  return rc;
+}
+
+static int write_config(const char *dir, const resolved *r,
+                        const d9_gen_params *p, d9_diag *diag) {
+  static const char *const arch[] = {
+      "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
+      "Qwen3MoeForCausalLM", "LlamaForCausalLM", "GemmaForCausalLM"};
+  static const char *const mtype[] = {"llama", "qwen2", "mixtral",
+                                      "qwen3_moe", "llama", "gemma"};
+  const char *tdt = r->dt == D9_F32 ? "float32"
+                    : r->dt == D9_F16 ? "float16" : "bfloat16";
+  sbuf b = {0};
+  sb_printf(&b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
+            arch[r->fam], mtype[r->fam]);
+  sb_printf(&b, "  \"hidden_size\": %lld,\n  \"intermediate_size\": %lld,\n"
+            "  \"num_attention_heads\": %lld,\n  \"num_key_value_heads\": %lld,\n"
+            "  \"num_hidden_layers\": %lld,\n  \"vocab_size\": %lld,\n",
+            (long long)r->H, (long long)r->I, (long long)r->nh,
+            (long long)r->ng, (long long)r->L, (long long)r->V);
+  if (p->head_dim != 0 || r->fam == D9_GEN_GEMMA)
+    sb_printf(&b, "  \"head_dim\": %lld,\n", (long long)r->d);
+  sb_printf(&b, "  \"rms_norm_eps\": 1e-05,\n  \"tie_word_embeddings\": %s,\n"
+            "  \"attention_bias\": %s,\n  \"hidden_act\": \"%s\",\n"
+            "  \"max_position_embeddings\": 4096,\n  \"bos_token_id\": 1,\n"
+            "  \"eos_token_id\": 2,\n",
+            r->tied ? "true" : "false", r->bias ? "true" : "false",
+            r->fam == D9_GEN_GEMMA ? "gelu_pytorch_tanh" : "silu");
+  if (r->fam == D9_GEN_MIXTRAL)
+    sb_printf(&b, "  \"num_local_experts\": %lld,\n  \"num_experts_per_tok\": 2,\n",
+              (long long)r->E);
+  if (r->fam == D9_GEN_QWEN3_MOE)
+    sb_printf(&b, "  \"num_experts\": %lld,\n  \"moe_intermediate_size\": %lld,\n"
+              "  \"num_experts_per_tok\": 2,\n", (long long)r->E, (long long)r->I);
+  if (r->fam == D9_GEN_DEEPSEEK_FP8)
+    sb_printf(&b, "  \"quantization_config\": {\"quant_method\": \"fp8\", "
+              "\"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
+              "\"weight_block_size\": [%lld, %lld]},\n",
+              (long long)r->b, (long long)r->b);
+  sb_printf(&b, "  \"torch_dtype\": \"%s\"\n}\n", tdt);
+  int rc = b.oom ? d9_diag_fail(diag, ENOMEM, "out of memory for config.json")
+                 : write_small(dir, "config.json", b.s, diag);
+  free(b.s);
+  return rc;
+}
+
+static const char tokenizer_config[] =
+    "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
+    "  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
+    "  \"model_max_length\": 4096\n}\n";
+static const char generation_config[] =
+    "{\n  \"_from_model_config\": true,\n  \"bos_token_id\": 1,\n"
+    "  \"eos_token_id\": 2,\n  \"transformers_version\": \"4.44.0\"\n}\n";
+
+int d9_gen_write(const char *dir, const d9_gen_params *p, d9_diag *diag) {
+  resolved r;
+  glist l = {0};
+  unsigned char *buf = NULL;
+  uint64_t total;
+  int rc;
+  if (!dir) return d9_diag_fail(diag, EINVAL, "no output directory");
+  if ((rc = prepare(p, &r, &l, &total, diag))) return rc;
+  if ((rc = make_dirs(dir, diag))) goto out_list;
+  if (!(buf = malloc(CHUNK))) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+    goto out_list;
+  }
+  for (int k = 0, from = 0; k < r.shards; k++) {
+    int to = from;
+    while (to < l.n && l.v[to].shard == k) to++;
+    if ((rc = write_shard(dir, &l, from, to, &r, k, buf, diag))) goto out_buf;
+    from = to;
+  }
+  if (r.shards > 1 && (rc = write_index(dir, &l, &r, total, diag)))
+    goto out_buf;
+  if ((rc = write_config(dir, &r, p, diag)) ||
+      (rc = write_small(dir, "tokenizer_config.json", tokenizer_config, diag)) ||
+      (rc = write_small(dir, "generation_config.json", generation_config, diag)))
+    goto out_buf;
+out_buf:
+  free(buf);
+out_list:
+  list_free(&l);
+  return rc;
+}

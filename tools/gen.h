@@ -1,0 +1,115 @@
+/* gen.h - a seeded synthetic HuggingFace-style checkpoint generator.
+ *
+ * d9_gen_write() fills a directory with:
+ *   config.json                    the family's HF config (see below)
+ *   model.safetensors              when shards == 1, or
+ *   model-0000K-of-0000N.safetensors, K = 1..N, plus
+ *   model.safetensors.index.json   {"metadata":{"total_size":T},
+ *                                   "weight_map":{name: file, ...}}
+ *                                  (T = sum of tensor data bytes)
+ *   tokenizer_config.json, generation_config.json   tiny, for copy rules
+ *
+ * Tensors, in their natural order (this is also the shard order):
+ *   model.embed_tokens.weight [V,H]
+ *   per layer i, prefix model.layers.i.:
+ *     input_layernorm.weight [H]
+ *     self_attn.{q,k,v}_proj.weight [nh*d,H] [ng*d,H] [ng*d,H]
+ *     self_attn.{q,k,v}_proj.bias   [nh*d] [ng*d] [ng*d]      if bias
+ *     self_attn.o_proj.weight [H,nh*d]
+ *     self_attn.{q,k}_norm.weight [d]                          qwen3_moe
+ *     post_attention_layernorm.weight [H]
+ *     dense: mlp.{gate,up}_proj.weight [I,H], mlp.down_proj.weight [H,I]
+ *     mixtral: block_sparse_moe.gate.weight [E,H],
+ *       block_sparse_moe.experts.e.{w1,w3}.weight [I,H], .w2.weight [H,I]
+ *     qwen3_moe: mlp.gate.weight [E,H],
+ *       mlp.experts.e.{gate,up}_proj.weight [I,H], .down_proj.weight [H,I]
+ *   model.norm.weight [H]
+ *   lm_head.weight [V,H]                                       unless tied
+ *   deepseek_fp8 only, after everything else: for each F8_E4M3 weight
+ *     "X.weight" [M,N], "X.weight_scale_inv" F32 [ceil(M/b), ceil(N/b)]
+ *
+ * deepseek_fp8 is llama-shaped; its 2-D layer linears (q/k/v/o and
+ * gate/up/down) are F8_E4M3, everything else is in `dtype`. With shards >=
+ * 2 at least one weight and its scale land in different files.
+ *
+ * Values depend only on (seed, tensor name), never on sharding: a
+ * splitmix64 stream seeded from seed ^ FNV-1a(name) yields uniform u in
+ * [-1, 1) (24-bit), converted with round-to-nearest-even:
+ *   linear weights, embeddings, biases, router gates   u
+ *   norms                                              1 + u/10 (gemma: u/10)
+ *   F8_E4M3 weights                                    448 * u
+ *   F32 scales (weight_scale_inv)                      in [1e-3, 1e-1)
+ * Data is little-endian and streamed in 1 MiB chunks, so memory stays
+ * bounded whatever the checkpoint size. Every file is written under a
+ * temporary name in the directory and renamed into place.
+ */
+#ifndef D9_GEN_H
+#define D9_GEN_H
+
+#include <stdint.h>
+
+#include "../kernels/dtype.h"
+#include "../mapper/diag.h"
+
+/* X(enum suffix, name) */
+#define D9_GEN_FAMILY_TABLE(X) \
+  X(LLAMA, "llama")            \
+  X(QWEN2, "qwen2")            \
+  X(MIXTRAL, "mixtral")        \
+  X(QWEN3_MOE, "qwen3_moe")    \
+  X(DEEPSEEK_FP8, "deepseek_fp8") \
+  X(GEMMA, "gemma")
+
+typedef enum {
+#define D9_X(e, name) D9_GEN_##e,
+  D9_GEN_FAMILY_TABLE(D9_X)
+#undef D9_X
+  D9_GEN_FAMILY_COUNT
+} d9_gen_family;
+
+typedef struct d9_gen_params {
+  int family;           /* a d9_gen_family; -1 = unknown (rejected) */
+  int64_t layers;       /* L, >= 1 */
+  int64_t hidden;       /* H */
+  int64_t heads;        /* nh, query heads */
+  int64_t kv_heads;     /* ng, KV groups; heads % kv_heads == 0 */
+  int64_t head_dim;     /* d; 0 = hidden / heads (which must divide). When
+                           nonzero it is written to config.json ("head_dim") */
+  int64_t intermediate; /* I; per expert for the MoE families */
+  int64_t vocab;        /* V */
+  int64_t experts;      /* E; MoE families only (>= 1 there, ignored else) */
+  d9_dtype dtype;       /* D9_F32, D9_F16 or D9_BF16: the main dtype */
+  int bias;             /* q/k/v biases: -1 = family default (qwen2 on), 0, 1 */
+  int tied;             /* tie_word_embeddings: -1 = family default
+                           (qwen2, gemma tied), 0, 1 */
+  int shards;           /* safetensors files, 1 .. number of tensors */
+  int64_t block;        /* FP8 block size b (deepseek_fp8), >= 1 */
+  uint64_t seed;
+} d9_gen_params;
+
+/* Small defaults for `family` (a name as d9_gen_family_parse takes; NULL =
+ * "llama"): L=2, H=64, nh=4, ng=2, I=128, V=256, BF16, shards 1, block 128,
+ * seed 1; E=4 for the MoE families; gemma head_dim 32. An unknown name sets
+ * family to -1, which d9_gen_write rejects. */
+void d9_gen_defaults(d9_gen_params *p, const char *family);
+
+/* The family for a name ("llama", "qwen2", "mixtral", "qwen3_moe",
+ * "deepseek_fp8", "gemma"), or -1 if unknown or NULL. */
+int d9_gen_family_parse(const char *name);
+/* The name of a family, or "?" when out of range. Static storage. */
+const char *d9_gen_family_name(int family);
+
+/* Validate p and report what d9_gen_write would produce without writing:
+ * the number of tensors and the sum of their data bytes. Either out
+ * pointer may be NULL. Returns 0, or -EINVAL (bad parameter, named in
+ * diag) / -EOVERFLOW / -ENOMEM. */
+int d9_gen_count(const d9_gen_params *p, int *ntensors, uint64_t *data_bytes,
+                 d9_diag *diag);
+
+/* Write the checkpoint into dir, creating it (and missing parents) if
+ * needed; existing files of the same names are replaced. Returns 0, or
+ * -errno with diag holding one line naming the parameter or the path and
+ * the reason. Parameters are validated before anything is created. */
+int d9_gen_write(const char *dir, const d9_gen_params *p, d9_diag *diag);
+
+#endif

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Shared set-up for the README's two commands: install what is missing
+# (Debian 12 packages, a Python venv for the test tooling), configure and
+# build. Source it, then call the functions.
+set -euo pipefail
+D9_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+D9_BUILD=${D9_BUILD:-$D9_ROOT/build}
+D9_VENV=${D9_VENV:-$D9_ROOT/.venv}
+
+d9_install_deps() {
+  local pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libcjson-dev liblz4-dev
+              libcmocka-dev python3 python3-venv bsdextrautils procps util-linux)
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+d9_build() {
+  echo "== building in $D9_BUILD"
+  cmake -S "$D9_ROOT" -B "$D9_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$D9_BUILD" -j"$(nproc)" >/dev/null
+}
+
+d9_venv() {
+  if [ ! -x "$D9_VENV/bin/python" ] || ! "$D9_VENV/bin/python" -c "import safetensors, numpy" 2>/dev/null; then
+    echo "== creating the test venv in $D9_VENV (safetensors, numpy)"
+    python3 -m venv "$D9_VENV"
+    "$D9_VENV/bin/pip" install -q --disable-pip-version-check safetensors numpy
+  fi
+}
