@@ -104,6 +104,16 @@ static const d9_vnode *ino_node(const fs_state *s, fuse_ino_t ino, int *idx) {
   return d9_mount_node(s->m, *idx);
 }
 
+/* ino_node() for a request: on NULL the request has been answered, with
+ * ENOENT, or with ENOTDIR when want_dir is set and the node is no dir. */
+static const d9_vnode *req_node(fuse_req_t req, fuse_ino_t ino, int want_dir,
+                                int *idx) {
+  const d9_vnode *n = ino_node(fuse_req_userdata(req), ino, idx);
+  int err = !n ? ENOENT : want_dir && n->kind != D9_NODE_DIR ? ENOTDIR : 0;
+  if (err) fuse_reply_err(req, err);
+  return err ? NULL : n;
+}
+
 /* "/dir/name" of node idx into out (for error lines; truncated if long). */
 static void node_path(const fs_state *s, int idx, char *out, size_t size) {
   int chain[FS_MAX_DEPTH], depth = 0;
@@ -156,15 +166,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   const fs_state *s = fuse_req_userdata(req);
   int pidx, idx;
-  const d9_vnode *p = ino_node(s, parent, &pidx);
-  if (!p) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (p->kind != D9_NODE_DIR) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
+  const d9_vnode *p = req_node(req, parent, 1, &pidx);
+  if (!p) return;
   if (!strcmp(name, "."))
     idx = pidx;
   else if (!strcmp(name, ".."))
@@ -195,11 +198,8 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
   (void)fi;
   const fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = ino_node(s, ino, &idx);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
+  const d9_vnode *n = req_node(req, ino, 0, &idx);
+  if (!n) return;
   struct stat st;
   fill_stat(s, idx, n, &st);
   fuse_reply_attr(req, &st, FS_TIMEOUT);
@@ -207,17 +207,8 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi) {
-  const fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = ino_node(s, ino, &idx);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (n->kind != D9_NODE_DIR) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
+  if (!req_node(req, ino, 1, &idx)) return;
   fi->cache_readdir = 1; /* listings never change: keep them cached */
   fi->keep_cache = 1;
   fuse_reply_open(req, fi);
@@ -231,15 +222,8 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   (void)fi;
   const fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = ino_node(s, ino, &idx);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (n->kind != D9_NODE_DIR) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
+  const d9_vnode *n = req_node(req, ino, 1, &idx);
+  if (!n) return;
   int64_t total = 2 + (int64_t)n->nchildren;
   if (off < 0 || off >= total) {
     fuse_reply_buf(req, NULL, 0);
@@ -271,11 +255,8 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = ino_node(s, ino, &idx);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
+  const d9_vnode *n = req_node(req, ino, 0, &idx);
+  if (!n) return;
   if (n->kind == D9_NODE_DIR) {
     fuse_reply_err(req, EISDIR);
     return;
@@ -327,11 +308,8 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     return;
   }
   int idx;
-  const d9_vnode *n = ino_node(s, ino, &idx);
-  if (!n) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
+  const d9_vnode *n = req_node(req, ino, 0, &idx);
+  if (!n) return;
   if (n->kind != D9_NODE_FILE) {
     fuse_reply_err(req, n->kind == D9_NODE_DIR ? EISDIR : EINVAL);
     return;
@@ -343,17 +321,17 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   if (size > n->size - (uint64_t)off) size = (size_t)(n->size - (uint64_t)off);
   void *buf = rbuf_get(s, size);
   ssize_t r = buf ? d9_mount_read(s->m, idx, (uint64_t)off, size, buf) : -ENOMEM;
-  if (r >= 0 && (size_t)r != size) {
-    char path[PATH_MAX];
+  if (r < 0 || (size_t)r != size) {
+    char path[PATH_MAX], why[64];
     node_path(s, idx, path, sizeof path);
-    fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: short read of %zd bytes\n",
-            path, (long long)off, size, r);
-    r = -EIO;
-  } else if (r < 0) {
-    char path[PATH_MAX];
-    node_path(s, idx, path, sizeof path);
+    if (r >= 0) { /* the core promised n bytes */
+      snprintf(why, sizeof why, "short read of %zd bytes", r);
+      r = -EIO;
+    } else {
+      snprintf(why, sizeof why, "%s", strerror((int)-r));
+    }
     fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: %s\n", path,
-            (long long)off, size, strerror((int)-r));
+            (long long)off, size, why);
   }
   if (r < 0)
     fuse_reply_err(req, (int)-r);
@@ -396,72 +374,58 @@ static void fs_access(fuse_req_t req, fuse_ino_t ino, int mask) {
  * EOPNOTSUPP itself), which saves a round trip per file in `ls -l`. */
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                         size_t size) {
-  (void)ino, (void)name, (void)size;
-  fuse_reply_err(req, ENOSYS);
+  (void)ino, (void)name, (void)size; fuse_reply_err(req, ENOSYS);
 }
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  (void)ino, (void)size;
-  fuse_reply_err(req, ENOSYS);
+  (void)ino, (void)size; fuse_reply_err(req, ENOSYS);
 }
 
 /* Every operation that would change the tree: EROFS. The "ro" mount
  * option makes the kernel refuse most of them before they reach us. */
 static void fs_setattr(fuse_req_t req, fuse_ino_t i, struct stat *a, int t,
                        struct fuse_file_info *fi) {
-  (void)i, (void)a, (void)t, (void)fi;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)a, (void)t, (void)fi; fuse_reply_err(req, EROFS);
 }
 static void fs_mknod(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
                      dev_t d) {
-  (void)p, (void)n, (void)m, (void)d;
-  fuse_reply_err(req, EROFS);
+  (void)p, (void)n, (void)m, (void)d; fuse_reply_err(req, EROFS);
 }
 static void fs_mkdir(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m) {
-  (void)p, (void)n, (void)m;
-  fuse_reply_err(req, EROFS);
+  (void)p, (void)n, (void)m; fuse_reply_err(req, EROFS);
 }
 static void fs_unlink(fuse_req_t req, fuse_ino_t p, const char *n) {
-  (void)p, (void)n;
-  fuse_reply_err(req, EROFS);
+  (void)p, (void)n; fuse_reply_err(req, EROFS);
 }
 static void fs_symlink(fuse_req_t req, const char *l, fuse_ino_t p,
                        const char *n) {
-  (void)l, (void)p, (void)n;
-  fuse_reply_err(req, EROFS);
+  (void)l, (void)p, (void)n; fuse_reply_err(req, EROFS);
 }
 static void fs_rename(fuse_req_t req, fuse_ino_t p, const char *n,
                       fuse_ino_t np, const char *nn, unsigned f) {
-  (void)p, (void)n, (void)np, (void)nn, (void)f;
-  fuse_reply_err(req, EROFS);
+  (void)p, (void)n, (void)np, (void)nn, (void)f; fuse_reply_err(req, EROFS);
 }
 static void fs_link(fuse_req_t req, fuse_ino_t i, fuse_ino_t np,
                     const char *nn) {
-  (void)i, (void)np, (void)nn;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)np, (void)nn; fuse_reply_err(req, EROFS);
 }
 static void fs_write(fuse_req_t req, fuse_ino_t i, const char *b, size_t n,
                      off_t o, struct fuse_file_info *fi) {
-  (void)i, (void)b, (void)n, (void)o, (void)fi;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)b, (void)n, (void)o, (void)fi; fuse_reply_err(req, EROFS);
 }
 static void fs_create(fuse_req_t req, fuse_ino_t p, const char *n, mode_t m,
                       struct fuse_file_info *fi) {
-  (void)p, (void)n, (void)m, (void)fi;
-  fuse_reply_err(req, EROFS);
+  (void)p, (void)n, (void)m, (void)fi; fuse_reply_err(req, EROFS);
 }
 static void fs_setxattr(fuse_req_t req, fuse_ino_t i, const char *n,
                         const char *v, size_t sz, int f) {
-  (void)i, (void)n, (void)v, (void)sz, (void)f;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)n, (void)v, (void)sz, (void)f; fuse_reply_err(req, EROFS);
 }
 static void fs_removexattr(fuse_req_t req, fuse_ino_t i, const char *n) {
-  (void)i, (void)n;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)n; fuse_reply_err(req, EROFS);
 }
 static void fs_fallocate(fuse_req_t req, fuse_ino_t i, int m, off_t o,
                          off_t l, struct fuse_file_info *fi) {
-  (void)i, (void)m, (void)o, (void)l, (void)fi;
-  fuse_reply_err(req, EROFS);
+  (void)i, (void)m, (void)o, (void)l, (void)fi; fuse_reply_err(req, EROFS);
 }
 static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ii, off_t oi,
                                struct fuse_file_info *fii, fuse_ino_t io,
@@ -586,6 +550,20 @@ static void set_readahead(const char *real, unsigned kb, int explicit) {
             kb, strerror(e));
 }
 
+/* fuse_daemonize(), which forks, lets the parent _exit(0) once the child is
+ * set up, and points the child's stdio at /dev/null. A log file given as
+ * stderr (2>>log) is put back for read-error lines; a tty or a pipe is not,
+ * so `$(d9dfs mount ...)` does not hang. Returns 0 or -1. */
+static int daemonize(int foreground) {
+  int log_fd = foreground ? -1 : fcntl(2, F_DUPFD_CLOEXEC, 3);
+  int r = fuse_daemonize(foreground);
+  struct stat st;
+  if (log_fd >= 0 && r == 0 && fstat(log_fd, &st) == 0 && S_ISREG(st.st_mode))
+    dup2(log_fd, 2);
+  if (log_fd >= 0) close(log_fd);
+  return r;
+}
+
 int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
                 d9_diag *diag) {
   static const d9_fs_opts defaults = {.readahead_kb = -1};
@@ -644,8 +622,8 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
    * max_readahead) sees the raised value. */
   set_readahead(real, ra_kb, o->readahead_kb >= 0);
-  /* The parent exits here once the child is set up; the mount is live. */
-  if (fuse_daemonize(o->foreground || o->debug) != 0) {
+  /* The parent exits in here once the child is set up: the mount is live. */
+  if (daemonize(o->foreground || o->debug) != 0) {
     err = d9_diag_fail(diag, EIO, "%s: cannot daemonize", mountpoint);
     goto out_unmount;
   }

@@ -44,4 +44,27 @@ uint8_t d9_f32_to_e4m3(float f);
 float d9_e5m2_to_f32(uint8_t v);
 uint8_t d9_f32_to_e5m2(float f);
 
+/* ---- fp8.c: FP8 block (de)quantisation kernels (CPU; plain functions) ----
+ *
+ * Each works on a segment of one row of a blocked matrix: n elements from
+ * column j0 (>= 0), block width b (> 0) columns; scale / amax point at the
+ * entry of the block holding column j0, so element k uses entry
+ * (j0 + k) / b - j0 / b. Exact rules at the top of fp8.c. Each returns 0,
+ * or -EINVAL for n < 0, j0 < 0, b <= 0, a NULL pointer with n > 0 or (for
+ * dequant) a weight type other than F8_E4M3 / F8_E5M2. */
+
+/* dst[k] = f32(w[k]) * scale[.] (one F32 multiply; NaN -> +0x7fc00000);
+ * dst holds F32 at any alignment, the other float arrays are aligned. */
+int d9_cpu_fp8_dequant(void *dst, const uint8_t *w, d9_dtype wt,
+                       const float *scale, int64_t j0, int64_t n, int64_t b);
+/* amax[.] = max(amax[.], |x[k]|), NaN ignored; accumulates over calls. */
+int d9_cpu_fp8_amax(float *amax, const float *x, int64_t j0, int64_t n,
+                    int64_t b);
+/* The block scale for a block amax: amax / 448 in F32; 1 when amax is 0,
+ * not finite, or small enough (<= 7 * 2^-144) that the quotient is 0. */
+float d9_cpu_fp8_scale(float amax);
+/* dst[k] = e4m3(x[k] / scale[.]) (one F32 division, saturating RNE). */
+int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
+                     int64_t j0, int64_t n, int64_t b);
+
 #endif

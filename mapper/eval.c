@@ -2,23 +2,29 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 enum { CAST_CHUNK = 64 * 1024 }; /* elements converted per scratch round */
 
-/* Scratch is a stack: push returns NULL when full, and the caller then falls
- * back to malloc for that chunk. */
-static void *scratch_push(d9_read_ctx *rc, size_t n) {
+/* Scratch is a stack in rc->scratch; past its end, push falls back to malloc
+ * and pop frees. */
+static int inject(_Atomic uint64_t *counter, uint64_t every) {
+  return every && (atomic_fetch_add_explicit(counter, 1, memory_order_relaxed) + 1) % every == 0;
+}
+
+void *d9_scratch_push(d9_read_ctx *rc, size_t n) {
+  if (rc->faults && inject(&rc->faults->allocs, rc->faults->alloc_every)) return NULL;
   n = (n + 63) & ~(size_t)63;
-  if (!rc->scratch || D9_SCRATCH_BYTES - rc->scratch_top < n) return NULL;
+  if (!rc->scratch || D9_SCRATCH_BYTES - rc->scratch_top < n) return malloc(n ? n : 1);
   void *p = rc->scratch + rc->scratch_top;
   rc->scratch_top += n;
   return p;
 }
 
-static void scratch_pop(d9_read_ctx *rc, void *p, size_t n) {
+void d9_scratch_pop(d9_read_ctx *rc, void *p, size_t n) {
   if (p && rc->scratch && (unsigned char *)p >= rc->scratch &&
       (unsigned char *)p < rc->scratch + D9_SCRATCH_BYTES)
     rc->scratch_top -= (n + 63) & ~(size_t)63;
@@ -31,6 +37,10 @@ static int fill_source(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t
   size_t es = d9_dtype_size(x->dtype);
   const d9_src_tensor *t = x->src;
   size_t n = (size_t)count * es;
+  if (rc->faults && inject(&rc->faults->preads, rc->faults->pread_every)) {
+    rc->failed_src = t;
+    return -EIO;
+  }
   int r = d9_catalog_pread(rc->cat, t->shard, out, n, t->offset + (uint64_t)start * es);
   if (r) {
     rc->failed_src = t;
@@ -87,8 +97,8 @@ static int fill_cast(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t c
   size_t ies = d9_dtype_size(in->dtype), oes = d9_dtype_size(x->dtype);
   int64_t chunk = count < CAST_CHUNK ? count : CAST_CHUNK;
   size_t tmpn = (size_t)chunk * ies;
-  void *tmp = scratch_push(rc, tmpn);
-  if (!tmp && !(tmp = malloc(tmpn))) return -ENOMEM;
+  void *tmp = d9_scratch_push(rc, tmpn);
+  if (!tmp) return -ENOMEM;
   int r = 0;
   while (count > 0 && !r) {
     int64_t take = count < chunk ? count : chunk;
@@ -98,7 +108,7 @@ static int fill_cast(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t c
     start += take;
     count -= take;
   }
-  scratch_pop(rc, tmp, tmpn);
+  d9_scratch_pop(rc, tmp, tmpn);
   return r;
 }
 
@@ -111,6 +121,12 @@ int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count
     case D9_OP_CONCAT: return fill_concat(rc, x, start, count, out);
     case D9_OP_SLICE: return fill_slice(rc, x, start, count, out);
     case D9_OP_CAST: return fill_cast(rc, x, start, count, out);
+    case D9_OP_PERMUTE: return d9_fill_permute(rc, x, start, count, out);
+    case D9_OP_DEQUANT: return d9_fill_dequant(rc, x, start, count, out);
+    case D9_OP_QUANT_W:
+    case D9_OP_QUANT_S: return d9_fill_quant(rc, x, start, count, out);
+    case D9_OP_AFFINE: return d9_fill_affine(rc, x, start, count, out);
+    case D9_OP_PAD: return d9_fill_pad(rc, x, start, count, out);
   }
   return -EINVAL;
 }

@@ -21,6 +21,14 @@
 #define D9_SCRATCH_BYTES (2u << 20)
 
 /* Per-read context: scratch memory and what went wrong, for the log. */
+/* Fault injection for tests (mount option -o inject=...): every Nth source
+ * read fails with EIO, every Nth scratch allocation with ENOMEM. 0 = off.
+ * The counters are shared by all reads of a mount. */
+typedef struct d9_faults {
+  uint64_t pread_every, alloc_every;
+  _Atomic uint64_t preads, allocs;
+} d9_faults;
+
 typedef struct d9_read_ctx {
   const d9_catalog *cat;
   const d9_backend *be;
@@ -30,10 +38,24 @@ typedef struct d9_read_ctx {
   uint64_t tensors;         /* extents evaluated by this read */
   const d9_src_tensor *failed_src;  /* set on a source error */
   const d9_target *failed_target;   /* set on any tensor error */
+  d9_faults *faults;                /* NULL = no injection */
 } d9_read_ctx;
 
 /* Fill elements [start, start+count) of x into out. 0 or -errno. */
 int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+
+/* Fill functions of the non-layout ops (node_ops.c), called by
+ * d9_eval_fill. Same contract: elements [start, start+count) into out. */
+int d9_fill_permute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+int d9_fill_dequant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+int d9_fill_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+int d9_fill_affine(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+int d9_fill_pad(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+
+/* Scratch memory for fill functions: a stack inside rc->scratch, falling
+ * back to malloc when full. Pop in reverse order of push. NULL on ENOMEM. */
+void *d9_scratch_push(d9_read_ctx *rc, size_t n);
+void d9_scratch_pop(d9_read_ctx *rc, void *p, size_t n);
 
 /* Bytes [off, off+n) of vf into buf. Returns the count (short only at
  * EOF) or -errno. */

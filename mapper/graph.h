@@ -22,11 +22,16 @@ typedef struct d9_target {
   int group;             /* dependency group (rule instance) id */
 } d9_target;
 
+#define D9_REPORT_MAX 4096
+
 typedef struct d9_graph {
   d9_arena *arena;
   int ntargets;
   d9_target *targets;    /* sorted by name (natural order) after build */
   int ngroups;
+  int nignored;          /* source tensors dropped by "ignore" patterns */
+  int nreport;           /* lenient mode: findings that did not stop the build */
+  const char *report[D9_REPORT_MAX]; /* one line each, arena-owned */
 } d9_graph;
 
 int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_diag *diag);

@@ -22,14 +22,16 @@ enum { SPEC_MAX = 16u << 20, POOL_MAX = 64 };
 struct d9_mount {
   d9_catalog *cat;
   d9_spec *spec;
+  d9_spec *fwd_spec;   /* --reverse: the spec as written; spec is its inverse */
   d9_graph *graph;
   d9_plan *plan;
   d9_arena *arena;     /* the tree */
   int nnodes;
   d9_vnode *nodes;
   int *vfile_of;       /* per node: plan file index, -1 for dirs / dynamic */
-  int stats_node;
+  int stats_node, report_node;
   int verbose;
+  d9_faults faults;    /* test-only fault injection; off unless asked */
   _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
   pthread_mutex_t pool_lock; /* guards pool, npool */
   unsigned char *pool[POOL_MAX];
@@ -76,7 +78,8 @@ static int build_tree(d9_mount *m) {
     if (tb_add(&tb, 0, vf->name, D9_NODE_FILE, vf->size, f) < 0) goto out;
   }
   int meta = tb_add(&tb, 0, ".d9dfs", D9_NODE_DIR, 0, -1);
-  if (meta < 0 || (m->stats_node = tb_add(&tb, meta, "stats.json", D9_NODE_DYNAMIC, 0, -1)) < 0)
+  if (meta < 0 || (m->stats_node = tb_add(&tb, meta, "stats.json", D9_NODE_DYNAMIC, 0, -1)) < 0 ||
+      (m->report_node = tb_add(&tb, meta, "report.json", D9_NODE_DYNAMIC, 0, -1)) < 0)
     goto out;
   for (int i = 0; i < m->nnodes; i++) {
     if (m->nodes[i].kind != D9_NODE_DIR) continue;
@@ -114,6 +117,28 @@ static int pick_device(const char *dev, d9_diag *diag) {
   return 0;
 }
 
+/* --reverse on a tree whose config.json d9dfs patched: serve (and take
+ * params from) the original config. */
+static int restore_config(d9_catalog *c, d9_diag *diag) {
+  cJSON *orig;
+  int rc = d9_spec_undo_config(c->config, &orig);
+  if (rc <= 0) return rc ? d9_diag_fail(diag, ENOMEM, "config.json: out of memory") : 0;
+  char *text = cJSON_Print(orig);
+  char *nl = text ? realloc(text, strlen(text) + 2) : NULL;
+  if (!nl) {
+    free(text);
+    cJSON_Delete(orig);
+    return d9_diag_fail(diag, ENOMEM, "config.json: out of memory");
+  }
+  strcat(nl, "\n");
+  cJSON_Delete(c->config);
+  free(c->config_text);
+  c->config = orig;
+  c->config_text = nl;
+  c->config_len = strlen(nl);
+  return 0;
+}
+
 int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   int rc;
   char *text = NULL;
@@ -122,10 +147,8 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if (!m) return d9_diag_fail(diag, ENOMEM, "out of memory");
   pthread_mutex_init(&m->pool_lock, NULL);
   m->verbose = o->verbose;
-  if (o->reverse) {
-    rc = d9_diag_fail(diag, ENOTSUP, "%s: --reverse is not supported yet", o->spec_path);
-    goto fail;
-  }
+  m->faults.pread_every = o->inject_pread_every;
+  m->faults.alloc_every = o->inject_alloc_every;
   if ((rc = pick_device(o->device, diag))) goto fail;
   if (!(m->arena = d9_arena_create())) {
     rc = d9_diag_fail(diag, ENOMEM, "out of memory");
@@ -133,8 +156,17 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   }
   if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
+  m->spec->lenient = o->lenient;
+  if (o->reverse) {
+    m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
+    if ((rc = d9_spec_reverse(m->fwd_spec, &m->spec, diag))) {
+      m->spec = NULL;
+      goto fail;
+    }
+  }
   if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
   if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
+  if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
   if ((rc = d9_plan_build(m->spec, m->cat, m->graph, &m->plan, diag))) goto fail;
@@ -157,6 +189,7 @@ void d9_mount_close(d9_mount *m) {
   d9_graph_destroy(m->graph);
   d9_catalog_close(m->cat);
   d9_spec_destroy(m->spec);
+  d9_spec_destroy(m->fwd_spec);
   d9_arena_destroy(m->arena);
   for (int i = 0; i < m->npool; i++) free(m->pool[i]);
   pthread_mutex_destroy(&m->pool_lock);
@@ -220,6 +253,7 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
   if (v->kind == D9_NODE_DYNAMIC || m->vfile_of[idx] < 0) return -EINVAL;
   const d9_vfile *vf = &m->plan->files[m->vfile_of[idx]];
   d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
+  if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
   ssize_t r = d9_eval_read(&rc, vf, off, n, buf);
   pool_put(m, rc.scratch);
   atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
@@ -240,6 +274,14 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
   return r;
 }
 
+int d9_mount_nlossy(const d9_mount *m) { return m->spec->nlossy; }
+
+int d9_mount_nignored(const d9_mount *m) { return m->graph->nignored; }
+
+const char *d9_mount_lossy(const d9_mount *m, int i) {
+  return i >= 0 && i < m->spec->nlossy ? m->spec->lossy[i] : NULL;
+}
+
 void d9_mount_get_stats(const d9_mount *m, d9_stats *o) {
   o->bytes_served = atomic_load(&m->bytes_served);
   o->bytes_read_source = atomic_load(&m->bytes_read_source);
@@ -248,7 +290,30 @@ void d9_mount_get_stats(const d9_mount *m, d9_stats *o) {
   o->errors = atomic_load(&m->errors);
 }
 
+/* .d9dfs/report.json: the validation findings (lenient mounts), a JSON
+ * array of strings. */
+static int render_report(const d9_mount *m, char **out, size_t *out_len) {
+  cJSON *a = cJSON_CreateArray();
+  for (int i = 0; a && i < m->graph->nreport; i++)
+    cJSON_AddItemToArray(a, cJSON_CreateString(m->graph->report[i]));
+  char *t = a ? cJSON_Print(a) : NULL;
+  cJSON_Delete(a);
+  if (!t) return -ENOMEM;
+  size_t n = strlen(t);
+  char *buf = realloc(t, n + 2);
+  if (!buf) {
+    free(t);
+    return -ENOMEM;
+  }
+  buf[n] = '\n';
+  buf[n + 1] = 0;
+  *out = buf;
+  *out_len = n + 1;
+  return 0;
+}
+
 int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len) {
+  if (idx == m->report_node) return render_report(m, out, out_len);
   if (idx != m->stats_node) return -EINVAL;
   d9_stats s;
   d9_mount_get_stats(m, &s);
@@ -287,6 +352,10 @@ int d9_mount_print_plan(const d9_mount *m, int fd) {
               t->rule ? t->rule->where : "pass-through");
     }
   }
-  fprintf(f, "validation: ok (%d targets in %d groups)\n", m->graph->ntargets, m->graph->ngroups);
+  for (int i = 0; i < m->graph->nreport; i++) fprintf(f, "finding: %s\n", m->graph->report[i]);
+  for (int i = 0; i < m->spec->nlossy; i++) fprintf(f, "lossy: %s\n", m->spec->lossy[i]);
+  fprintf(f, "validation: %s (%d targets in %d groups, %d finding%s)\n",
+          m->graph->nreport ? "mounted leniently" : "ok", m->graph->ntargets, m->graph->ngroups,
+          m->graph->nreport, m->graph->nreport == 1 ? "" : "s");
   return fclose(f) ? -EIO : 0;
 }

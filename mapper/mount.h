@@ -28,6 +28,8 @@ typedef struct d9_mount_opts {
   const char *device;     /* "auto", "cpu", "cuda[:N]"; NULL = auto */
   int verbose;            /* log each read to stderr */
   uint64_t max_shard_size;/* override the spec's output.max_shard_size; 0 = the spec's */
+  uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
+  uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
 } d9_mount_opts;
 
 typedef enum {
@@ -78,6 +80,12 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf);
 int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len);
 
 void d9_mount_get_stats(const d9_mount *m, d9_stats *out);
+
+/* Reversed mounts: the spec steps whose inverse is lossy (one line each). */
+int d9_mount_nlossy(const d9_mount *m);
+/* Source tensors the spec's "ignore" patterns dropped. */
+int d9_mount_nignored(const d9_mount *m);
+const char *d9_mount_lossy(const d9_mount *m, int i);
 
 /* The human-readable plan (`d9dfs plan`): files, tensors, shapes, dtypes,
  * the rule that makes each, and the validation report. Written to fd. */

@@ -28,6 +28,12 @@ typedef enum {
   D9_OP_CONCAT,
   D9_OP_SLICE,
   D9_OP_CAST,
+  D9_OP_PERMUTE,  /* out dim k = in dim perm[k]; evaluated in tiles (node_ops.c) */
+  D9_OP_DEQUANT,  /* in[0] F8 weight [M, N], in[1] scale [ceil(M/b0), ceil(N/b1)] -> F32 */
+  D9_OP_QUANT_W,  /* in[0] float [M, N] -> F8_E4M3 weight, per-block absmax scaling */
+  D9_OP_QUANT_S,  /* in[0] float [M, N] -> F32 scale_inv [ceil(M/b0), ceil(N/b1)] */
+  D9_OP_AFFINE,   /* cast_dtype(f32(x) * a + b), computed in F32 */
+  D9_OP_PAD,      /* rows beyond in[0]'s dim 0 are zero bytes */
 } d9_op;
 
 typedef struct d9_node {
@@ -43,6 +49,9 @@ typedef struct d9_node {
   int64_t start;             /* SLICE: first index along dim */
   int64_t inner;             /* CONCAT, SLICE: elements per index of dim (product of later dims) */
   int64_t *cum;              /* CONCAT: cum[i] = sum of in[j]->shape[dim] for j < i; nin+1 entries */
+  int perm[D9_MAX_DIMS];     /* PERMUTE */
+  int64_t block[2];          /* DEQUANT, QUANT_*: block rows b0, block cols b1 */
+  float a, b;                /* AFFINE */
 } d9_node;
 
 /* Constructors. Each checks shapes/dtypes and returns NULL with diag set
@@ -66,6 +75,32 @@ d9_node *d9_node_qkv(d9_arena *a, d9_node *q, d9_node *k, d9_node *v, int64_t nh
 /* Its inverse: out[0..2] = q, k, v. Returns 0 or -EINVAL. */
 int d9_node_qkv_split(d9_arena *a, d9_node *x, int64_t nh, int64_t ng, int64_t d,
                       d9_node *out[3], const char *where, d9_diag *diag);
+
+/* ---- node_ops.c: the non-layout operations ---- */
+
+/* Permute dims: out->shape[k] = x->shape[perm[k]]. perm must be a
+ * permutation of 0..ndim-1. Evaluated in 2-D tiles of the output's two last
+ * dims, so a read pulls about its own size from the input. */
+d9_node *d9_node_permute(d9_arena *a, d9_node *x, const int *perm, int ndim,
+                         const char *where, d9_diag *diag);
+/* FP8 block dequantisation (DeepSeek-V3): w F8_E4M3/F8_E5M2 [M, N], s F32
+ * or BF16 [ceil(M/b0), ceil(N/b1)]; out F32 [M, N] with
+ * out[i,j] = f32(w[i,j]) * f32(s[i/b0, j/b1]) (one F32 multiply). */
+d9_node *d9_node_dequant(d9_arena *a, d9_node *w, d9_node *s, int64_t b0, int64_t b1,
+                         const char *where, d9_diag *diag);
+/* FP8 block quantisation, the inverse: for x F32/F16/BF16 [M, N], per
+ * block amax = max |x| (F32; NaN ignored), scale = amax / 448 (F32; 1 when
+ * amax is 0), weight = e4m3(x / scale) (saturating, round to nearest even),
+ * out[0] the F8_E4M3 weight [M, N], out[1] the F32 scale_inv
+ * [ceil(M/b0), ceil(N/b1)] = scale. Returns 0 or -EINVAL. */
+int d9_node_quant(d9_arena *a, d9_node *x, int64_t b0, int64_t b1, d9_node *out[2],
+                  const char *where, d9_diag *diag);
+/* y = cast_{x->dtype}(f32(x) * a + b), in F32 without FMA. x castable. */
+d9_node *d9_node_affine(d9_arena *a, d9_node *x, float mul, float add, const char *where,
+                        d9_diag *diag);
+/* Pad dim 0 with zero rows up to rows (>= x->shape[0]). */
+d9_node *d9_node_pad(d9_arena *a, d9_node *x, int64_t rows, const char *where,
+                     d9_diag *diag);
 
 /* "[4096, 1024]" into buf. */
 const char *d9_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);

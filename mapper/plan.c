@@ -195,7 +195,23 @@ static int add_copies(d9_plan *p, const d9_spec *s, const d9_catalog *c, int max
     d9_vfile *vf = &p->files[p->nfiles];
     vf->name = names[i];
     vf->fd = -1;
-    if (!strcmp(names[i], "config.json") && c->config_text) {
+    if (!strcmp(names[i], "config.json") && c->config_text &&
+        (s->config_set || s->nconfig_delete)) {
+      char *text;
+      size_t len;
+      unsigned char *copy;
+      if (d9_spec_apply_config(s, c->config, &text, &len) ||
+          !(copy = d9_arena_alloc(p->arena, len + 1))) {
+        rc = d9_diag_fail(diag, ENOMEM, "config.json: out of memory");
+        break;
+      }
+      memcpy(copy, text, len);
+      copy[len] = '\n';
+      free(text);
+      vf->kind = D9_VF_BLOB; /* patched as the spec's "config" says */
+      vf->bytes = copy;
+      vf->size = len + 1;
+    } else if (!strcmp(names[i], "config.json") && c->config_text) {
       vf->kind = D9_VF_BLOB; /* the bytes the params were read from */
       vf->bytes = (const unsigned char *)c->config_text;
       vf->size = c->config_len;

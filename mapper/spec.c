@@ -1,6 +1,7 @@
 #include "spec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,18 +12,16 @@
 
 static const struct {
   const char *name;
-  d9_step_kind kind;
-  const char *args[6]; /* allowed keys besides op/in/out */
+  const char *args; /* allowed keys besides op/in/out, space-separated */
 } step_ops[] = {
-    {"cast", D9_STEP_CAST, {"to"}},
-    {"concat", D9_STEP_CONCAT, {"dim"}},
-    {"stack", D9_STEP_STACK, {"dim"}},
-    {"chunk", D9_STEP_CHUNK, {"chunks", "dim"}},
-    {"split", D9_STEP_SPLIT, {"sizes", "dim"}},
-    {"qkv", D9_STEP_QKV, {"heads", "groups", "head_dim"}},
-    {"qkv_split", D9_STEP_QKV_SPLIT, {"heads", "groups", "head_dim"}},
-    {"reshape", D9_STEP_RESHAPE, {"shape"}},
+#define D9_X(k, name, args) {name, args},
+    D9_STEP_TABLE(D9_X)
+#undef D9_X
 };
+
+const char *d9_step_name(d9_step_kind k) {
+  return k >= 0 && k < D9_STEP_COUNT ? step_ops[k].name : "?";
+}
 
 /* Every key of obj must be in allowed (NULL-terminated). */
 static int check_keys(const cJSON *obj, const char *const *allowed, int nallowed,
@@ -79,12 +78,16 @@ static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st
     if (!strcmp(op, step_ops[k].name)) break;
   if (k == sizeof step_ops / sizeof *step_ops)
     return d9_diag_fail(diag, EINVAL, "%s: %s: unknown op '%s'", s->path, where, op);
-  const char *allowed[10] = {"op", "in", "out"};
-  int na = 3;
-  for (int i = 0; i < 6 && step_ops[k].args[i]; i++) allowed[na++] = step_ops[k].args[i];
+  const char *allowed[12] = {"op", "in", "out", "comment"};
+  char argbuf[64];
+  int na = 4;
+  snprintf(argbuf, sizeof argbuf, "%s", step_ops[k].args);
+  for (char *save = NULL, *t = strtok_r(argbuf, " ", &save); t && na < 12;
+       t = strtok_r(NULL, " ", &save))
+    allowed[na++] = t;
   int rc = check_keys(j, allowed, na, s->path, where, diag);
   if (rc) return rc;
-  st->kind = step_ops[k].kind;
+  st->kind = (d9_step_kind)k;
   st->op = op;
   st->where = where;
   st->j = j;
@@ -96,8 +99,8 @@ static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st
 }
 
 static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *diag) {
-  static const char *const keys[] = {"name", "inputs", "steps", "output",
-                                     "required", "tied", "comment"};
+  static const char *const keys[] = {"name", "inputs", "steps", "output", "required",
+                                     "tied", "comment", "over", "unstack", "exclude"};
   const cJSON *nm = cJSON_GetObjectItemCaseSensitive(j, "name");
   if (nm && !cJSON_IsString(nm))
     return d9_diag_fail(diag, EINVAL, "%s: rules[%d]: \"name\" must be a string", s->path, idx);
@@ -107,8 +110,28 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
   if (!r->name || !r->where) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
   if (!cJSON_IsObject(j))
     return d9_diag_fail(diag, EINVAL, "%s: %s: a rule must be an object", s->path, r->where);
-  int rc = check_keys(j, keys, 7, s->path, r->where, diag);
+  int rc = check_keys(j, keys, 10, s->path, r->where, diag);
   if (rc) return rc;
+  if ((rc = name_list(s, cJSON_GetObjectItemCaseSensitive(j, "exclude"), r->where, "exclude",
+                      &r->nexclude, &r->exclude, diag)))
+    return rc;
+  for (int i = 0; i < r->nexclude; i++)
+    if ((rc = d9_pattern_check(r->exclude[i], r->where, diag))) return rc;
+  static const char *const capkeys[] = {"over", "unstack"};
+  for (int k = 0; k < 2; k++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, capkeys[k]);
+    if (!v) continue;
+    char pat[64];
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > 30 ||
+        (snprintf(pat, sizeof pat, "{%s}", v->valuestring), d9_pattern_check(pat, "", NULL)) ||
+        !d9_pattern_is_literal(v->valuestring))
+      return d9_diag_fail(diag, EINVAL, "%s: %s: \"%s\" must name a capture (like \"E\")",
+                          s->path, r->where, capkeys[k]);
+    *(k ? &r->unstack : &r->over) = v->valuestring;
+  }
+  if (r->over && r->unstack)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"over\" and \"unstack\" exclude each other",
+                        s->path, r->where);
   /* inputs: {"x": "pattern", ...} or a single pattern string (named "x") */
   const cJSON *in = cJSON_GetObjectItemCaseSensitive(j, "inputs");
   if (cJSON_IsString(in)) {
@@ -188,6 +211,14 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
     if (!strcmp(r->out_pats[i], "__metadata__"))
       return d9_diag_fail(diag, EINVAL, "%s: %s: target name '__metadata__' is reserved",
                           s->path, r->where);
+  }
+  for (int i = 0; i < r->nout && (r->over || r->unstack); i++) {
+    char cap[64];
+    snprintf(cap, sizeof cap, "{%s}", r->over ? r->over : r->unstack);
+    int uses = strstr(r->out_pats[i], cap) != NULL;
+    if (r->over ? uses : !uses)
+      return d9_diag_fail(diag, EINVAL, "%s: %s: output '%s' %s the capture %s", s->path,
+                          r->where, r->out_pats[i], r->over ? "must not use" : "must use", cap);
   }
   const cJSON *req = cJSON_GetObjectItemCaseSensitive(j, "required");
   if (req && !cJSON_IsBool(req))
@@ -280,10 +311,86 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
   return 0;
 }
 
+/* "config": {"set": {key: value, ...}, "delete": [key, ...]} - keys are
+ * top-level config.json keys. */
+static int parse_config_patch(d9_spec *s, d9_diag *diag) {
+  static const char *const keys[] = {"set", "delete"};
+  const cJSON *c = cJSON_GetObjectItemCaseSensitive(s->root, "config");
+  if (!c) return 0;
+  int rc;
+  if (!cJSON_IsObject(c)) return d9_diag_fail(diag, EINVAL, "%s: config: must be an object", s->path);
+  if ((rc = check_keys(c, keys, 2, s->path, "config", diag))) return rc;
+  s->config_set = cJSON_GetObjectItemCaseSensitive(c, "set");
+  if (s->config_set && !cJSON_IsObject(s->config_set))
+    return d9_diag_fail(diag, EINVAL, "%s: config.set: must be an object", s->path);
+  const cJSON *del = cJSON_GetObjectItemCaseSensitive(c, "delete");
+  if (del && (rc = name_list(s, del, "config", "delete", &s->nconfig_delete, &s->config_delete, diag)))
+    return rc;
+  return 0;
+}
+
+int d9_spec_apply_config(const d9_spec *s, const cJSON *config, char **out, size_t *len) {
+  cJSON *c = cJSON_Duplicate(config, 1), *undo = cJSON_CreateObject();
+  cJSON *removed = cJSON_AddObjectToObject(undo, "removed");
+  cJSON *replaced = cJSON_AddObjectToObject(undo, "replaced");
+  cJSON *added = cJSON_AddArrayToObject(undo, "added");
+  if (!c || !removed || !replaced || !added) goto oom;
+  for (int i = 0; i < s->nconfig_delete; i++) {
+    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(c, s->config_delete[i]);
+    if (old) cJSON_AddItemToObject(removed, s->config_delete[i], old);
+  }
+  const cJSON *e;
+  cJSON_ArrayForEach(e, s->config_set) {
+    cJSON *v = cJSON_Duplicate(e, 1);
+    if (!v) goto oom;
+    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(c, e->string);
+    if (old) cJSON_AddItemToObject(replaced, e->string, old);
+    else cJSON_AddItemToArray(added, cJSON_CreateString(e->string));
+    cJSON_AddItemToObject(c, e->string, v);
+  }
+  /* what --reverse needs to give the original config back */
+  cJSON_AddItemToObject(c, D9_CONFIG_UNDO_KEY, undo);
+  undo = NULL;
+  char *text = cJSON_Print(c);
+  cJSON_Delete(c);
+  if (!text) return -ENOMEM;
+  *len = strlen(text);
+  *out = text;
+  return 0;
+oom:
+  cJSON_Delete(c);
+  cJSON_Delete(undo);
+  return -ENOMEM;
+}
+
+int d9_spec_undo_config(const cJSON *config, cJSON **out) {
+  const cJSON *undo = cJSON_GetObjectItemCaseSensitive(config, D9_CONFIG_UNDO_KEY), *e;
+  *out = NULL;
+  if (!cJSON_IsObject(undo)) return 0;
+  cJSON *c = cJSON_Duplicate(config, 1);
+  if (!c) return -ENOMEM;
+  cJSON_DeleteItemFromObjectCaseSensitive(c, D9_CONFIG_UNDO_KEY);
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(undo, "added"))
+    if (cJSON_IsString(e)) cJSON_DeleteItemFromObjectCaseSensitive(c, e->valuestring);
+  static const char *const back[] = {"replaced", "removed"};
+  for (int k = 0; k < 2; k++)
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(undo, back[k])) {
+      cJSON *v = cJSON_Duplicate(e, 1);
+      if (!v) {
+        cJSON_Delete(c);
+        return -ENOMEM;
+      }
+      cJSON_DeleteItemFromObjectCaseSensitive(c, e->string);
+      cJSON_AddItemToObject(c, e->string, v);
+    }
+  *out = c;
+  return 1;
+}
+
 int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
                   d9_diag *diag) {
   static const char *const keys[] = {"d9dfs_spec", "description", "params", "ignore",
-                                     "rules", "passthrough", "strict", "output"};
+                                     "rules", "passthrough", "strict", "output", "config"};
   d9_spec *s = calloc(1, sizeof *s);
   if (!s || !(s->arena = d9_arena_create())) {
     free(s);
@@ -297,7 +404,8 @@ int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
     rc = d9_diag_fail(diag, EINVAL, "%s: the spec must be a json object", path);
     goto fail;
   }
-  if ((rc = check_keys(s->root, keys, 8, path, "top level", diag))) goto fail;
+  if ((rc = check_keys(s->root, keys, 9, path, "top level", diag))) goto fail;
+  if ((rc = parse_config_patch(s, diag))) goto fail;
   int64_t ver;
   if (d9_json_int(cJSON_GetObjectItemCaseSensitive(s->root, "d9dfs_spec"), 1, 1, &ver)) {
     rc = d9_diag_fail(diag, EINVAL, "%s: \"d9dfs_spec\": must be 1 (the format version)", path);

@@ -15,16 +15,42 @@
 #include "arena.h"
 #include "diag.h"
 
+/* The step operations: X(kind suffix, "op name", "allowed argument keys").
+ * docs/spec.md documents each; graph.c builds them; spec_reverse.c inverts
+ * them. */
+#define D9_STEP_TABLE(X)                                  \
+  X(CAST, "cast", "to from")                              \
+  X(CONCAT, "concat", "dim sizes")                        \
+  X(STACK, "stack", "dim")                                \
+  X(UNSTACK, "unstack", "dim")                            \
+  X(CHUNK, "chunk", "chunks dim")                         \
+  X(SPLIT, "split", "sizes dim")                          \
+  X(QKV, "qkv", "heads groups head_dim")                  \
+  X(QKV_SPLIT, "qkv_split", "heads groups head_dim")      \
+  X(RESHAPE, "reshape", "shape from_shape")               \
+  X(SQUEEZE, "squeeze", "dim")                            \
+  X(UNSQUEEZE, "unsqueeze", "dim")                        \
+  X(TRANSPOSE, "transpose", "dim0 dim1")                  \
+  X(PERMUTE, "permute", "dims")                           \
+  X(SLICE, "slice", "dim start end")                      \
+  X(INTERLEAVE, "interleave", "group")                    \
+  X(DEINTERLEAVE, "deinterleave", "parts group")          \
+  X(DEQUANT, "dequant", "block")                          \
+  X(QUANT, "quant", "block")                              \
+  X(AFFINE, "affine", "mul add")                          \
+  X(PAD, "pad", "multiple rows from_rows")                \
+  X(TRUNCATE, "truncate", "rows from_rows")               \
+  X(ROPE, "rope", "heads to")
+
 typedef enum {
-  D9_STEP_CAST,
-  D9_STEP_CONCAT,
-  D9_STEP_STACK,
-  D9_STEP_CHUNK,
-  D9_STEP_SPLIT,
-  D9_STEP_QKV,
-  D9_STEP_QKV_SPLIT,
-  D9_STEP_RESHAPE,
+#define D9_X(k, name, args) D9_STEP_##k,
+  D9_STEP_TABLE(D9_X)
+#undef D9_X
+  D9_STEP_COUNT
 } d9_step_kind;
+
+/* The op name of a step kind. */
+const char *d9_step_name(d9_step_kind k);
 
 typedef struct d9_step {
   d9_step_kind kind;
@@ -47,6 +73,11 @@ typedef struct d9_rule {
   int required;          /* no match for the driving input is an error */
   const char *tied_from; /* literal source name used when the driver is absent */
   const char *tied_if;   /* parameter/config flag that allows it */
+  const char *over;      /* capture to stack the instances over (new dim 0), or NULL */
+  const char *unstack;   /* capture made by unstacking the inputs' dim 0, or NULL */
+  const char *drop_if;   /* reversed tied alias: consume the input, emit nothing, when set */
+  int nexclude;
+  const char **exclude;  /* driver names matching one of these are skipped (both directions) */
 } d9_rule;
 
 typedef struct d9_param {
@@ -66,11 +97,37 @@ typedef struct d9_spec {
   d9_rule *rules;
   int passthrough;       /* unmatched tensors keep name and dtype */
   int strict;            /* unused source tensors are an error (default 1) */
+  int lenient;           /* mount option: findings go to the report, not fail */
+  int reversed;          /* made by d9_spec_reverse */
+  int nlossy;
+  const char *lossy[64]; /* reversed specs: the steps whose inverse is lossy, one line each */
   uint64_t max_shard_size; /* bytes of tensor data per output shard */
   int single_file;       /* one model.safetensors whatever the size */
   int ncopy;
   const char **copy;     /* glob patterns of source files to copy */
+  const cJSON *config_set; /* "config": {"set": {...}}, borrowed from root; NULL = none */
+  int nconfig_delete;
+  const char **config_delete; /* "config": {"delete": [...]} */
 } d9_spec;
+
+#define D9_LOSSY_MAX 64
+
+/* The inverse spec of f (see spec_reverse.c). It borrows f's strings, so f
+ * must outlive it. Params are resolved again by the caller against the
+ * reversed source's config. 0 or -errno. */
+int d9_spec_reverse(const d9_spec *f, d9_spec **out, d9_diag *diag);
+
+/* config.json with the spec's patches applied, printed (malloc'd; caller
+ * frees with free()). Only called when the spec has patches. What was
+ * removed or replaced is kept under D9_CONFIG_UNDO_KEY so that --reverse
+ * can give the original back. 0 or -ENOMEM. */
+#define D9_CONFIG_UNDO_KEY "_d9dfs_config_patch"
+int d9_spec_apply_config(const d9_spec *s, const cJSON *config, char **out, size_t *len);
+
+/* The original of a patched config (D9_CONFIG_UNDO_KEY applied backwards):
+ * returns 1 with *out a new tree, 0 (and *out NULL) when config carries no
+ * undo record, or -ENOMEM. */
+int d9_spec_undo_config(const cJSON *config, cJSON **out);
 
 /* Parse spec text. Returns 0 or -EINVAL with diag naming the spec path
  * and location. */

@@ -11,8 +11,9 @@
 #include "cli.h"
 
 static const char usage[] =
-    "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]]\n"
-    "       d9dfs plan SRC SPEC\n"
+    "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]] [--reverse] [--lenient]\n"
+    "       d9dfs plan SRC SPEC [--reverse] [--lenient]\n"
+    "       d9dfs check SRC SPEC\n"
     "       d9dfs convert SRC SPEC OUTDIR\n"
     "       d9dfs cat SRC SPEC FILE [OFFSET LENGTH]\n"
     "       d9dfs demo [--keep]\n"
@@ -22,6 +23,10 @@ static const char usage[] =
     "converted by the mapping spec SPEC, lazily: reads compute only the bytes\n"
     "they cover.\n"
     "\n"
+    "--reverse presents a checkpoint in SPEC's target layout in its source layout;\n"
+    "--lenient mounts despite validation findings (listed in .d9dfs/report.json);\n"
+    "check converts forward then reverse and compares every tensor with SRC.\n"
+    "\n"
     "mount options:\n"
     "  -f                 stay in the foreground\n"
     "  -d                 log every read (implies -f)\n"
@@ -30,6 +35,8 @@ static const char usage[] =
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
+    "  -o inject_eio=N    testing: every Nth source read fails with EIO\n"
+    "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n"
     "\n"
     "plan, convert and cat take the same -o shard_size option.\n";
 
@@ -56,6 +63,10 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
+    else if (!strcmp(tok, "inject_eio") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
+      mo->inject_pread_every = (uint64_t)v;
+    else if (!strcmp(tok, "inject_enomem") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
+      mo->inject_alloc_every = (uint64_t)v;
     else if (!strcmp(tok, "shard_size") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
       mo->max_shard_size = (uint64_t)v;
     else {
@@ -136,7 +147,7 @@ out:
   return rc;
 }
 
-static int cmd_convert(d9_mount *m, const char *outdir) {
+int d9_cli_convert(d9_mount *m, const char *outdir) {
   if (mkdir(outdir, 0755) && errno != EEXIST) {
     fprintf(stderr, "d9dfs: %s: %s\n", outdir, strerror(errno));
     return 1;
@@ -206,6 +217,13 @@ int main(int argc, char **argv) {
   int npos = parse_args(argc - 2, argv + 2, pos, 8, &mo, &fo, &keep);
   if (npos < 0) return 2;
   if (!strcmp(cmd, "demo")) return d9_cli_demo(argv[0], keep);
+  if (!strcmp(cmd, "check")) {
+    if (npos != 2) {
+      fprintf(stderr, "d9dfs: check: wrong arguments\n%s", usage);
+      return 2;
+    }
+    return d9_cli_check(&mo, pos[0], pos[1]);
+  }
   struct { const char *name; int min, max; } cmds[] = {
       {"mount", 3, 3}, {"plan", 2, 2}, {"convert", 3, 3}, {"cat", 3, 5}};
   int k = -1;
@@ -231,7 +249,7 @@ int main(int argc, char **argv) {
   } else if (k == 1) {
     rc = d9_mount_print_plan(m, STDOUT_FILENO) ? 1 : 0;
   } else if (k == 2) {
-    rc = cmd_convert(m, pos[2]);
+    rc = d9_cli_convert(m, pos[2]);
   } else {
     rc = cmd_cat(m, pos, npos);
   }

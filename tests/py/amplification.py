@@ -2,7 +2,7 @@
 how many bytes d9dfs pulled from the source (.d9dfs/stats.json).
 The tensor is the last one in FILE whose name contains SUBSTRING (so no
 page of it was cached by reading the header).
-usage: amplification.py MNT FILE SUBSTRING MAX_RATIO"""
+usage: amplification.py MNT FILE SUBSTRING MAX_RATIO [MIN_RATIO]"""
 import json
 import os
 import struct
@@ -14,7 +14,7 @@ def stats(mnt):
         return json.load(f)
 
 
-def main(mnt, fname, substring, max_ratio):
+def main(mnt, fname, substring, max_ratio, min_ratio=1.0):
     path = os.path.join(mnt, fname)
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
@@ -36,7 +36,7 @@ def main(mnt, fname, substring, max_ratio):
     ratio = pulled / size
     print(f"{tensor}: {size} bytes served, {pulled} bytes read from the source "
           f"(ratio {ratio:.3f}, limit {max_ratio})")
-    assert pulled >= size, "less than the tensor was pulled: the read did not reach d9dfs"
+    assert ratio >= float(min_ratio), f"ratio under {min_ratio}: the read did not reach d9dfs"
     assert ratio <= float(max_ratio), "read amplification over the limit"
 
 

@@ -1,0 +1,139 @@
+/* check.c - `d9dfs check SRC SPEC`: convert SRC forward into a temporary
+ * directory, present that through the reversed spec, and compare every
+ * tensor with the source: byte for byte for lossless specs; for lossy ones
+ * report the lossy steps and each tensor's maximum absolute error. Mounts
+ * nothing. Needs disk for two converted copies (removed afterwards). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kernels/kernels.h"
+#include "mapper/catalog.h"
+#include "mapper/node.h"
+
+static double decode(const unsigned char *p, d9_dtype t) {
+  uint16_t h;
+  float f;
+  switch (t) {
+    case D9_F32: memcpy(&f, p, 4); return f;
+    case D9_F16: memcpy(&h, p, 2); return d9_f16_to_f32(h);
+    case D9_BF16: memcpy(&h, p, 2); return d9_bf16_to_f32(h);
+    case D9_F8_E4M3: return d9_e4m3_to_f32(*p);
+    case D9_F8_E5M2: return d9_e5m2_to_f32(*p);
+    default: return NAN;
+  }
+}
+
+/* Compare tensor a of ca with b of cb; *maxerr gets the largest |x - y|
+ * for float dtypes. Returns 1 if the bytes are identical, 0 if not, -errno. */
+static int compare(const d9_catalog *ca, const d9_src_tensor *a, const d9_catalog *cb,
+                   const d9_src_tensor *b, double *maxerr) {
+  enum { CHUNK = 1 << 20 };
+  unsigned char *x = malloc(CHUNK), *y = malloc(CHUNK);
+  int same = 1, rc = 0;
+  size_t es = d9_dtype_size(a->dtype);
+  *maxerr = 0;
+  for (uint64_t off = 0; x && y && off < a->nbytes; off += CHUNK) {
+    size_t n = a->nbytes - off < CHUNK ? (size_t)(a->nbytes - off) : CHUNK;
+    if ((rc = d9_catalog_pread(ca, a->shard, x, n, a->offset + off)) ||
+        (rc = d9_catalog_pread(cb, b->shard, y, n, b->offset + off)))
+      break;
+    if (memcmp(x, y, n)) {
+      same = 0;
+      for (size_t i = 0; i + es <= n; i += es) {
+        double d = fabs(decode(x + i, a->dtype) - decode(y + i, a->dtype));
+        if (d > *maxerr || d != d) *maxerr = d != d ? INFINITY : d;
+      }
+    }
+  }
+  if (!x || !y) rc = -ENOMEM;
+  free(x);
+  free(y);
+  return rc ? rc : same;
+}
+
+int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
+  char tmpl[] = "/tmp/d9dfs-check.XXXXXX", fwd_dir[4200], rev_dir[4200];
+  d9_mount_opts o = *base;
+  d9_diag diag = {0};
+  d9_mount *fwd = NULL, *rv = NULL;
+  d9_catalog *cs = NULL, *cr = NULL;
+  int rc = 1, lossy = 0;
+  if (!mkdtemp(tmpl)) {
+    fprintf(stderr, "d9dfs: check: %s\n", strerror(errno));
+    return 1;
+  }
+  snprintf(fwd_dir, sizeof fwd_dir, "%s/forward", tmpl);
+  snprintf(rev_dir, sizeof rev_dir, "%s/reversed", tmpl);
+  o.src_dir = src, o.spec_path = spec, o.reverse = 0;
+  if (d9_mount_open(&o, &fwd, &diag)) goto diag_out;
+  if (d9_cli_convert(fwd, fwd_dir)) goto out;
+  int ignored = d9_mount_nignored(fwd);
+  if (ignored) printf("lossy: the spec ignores %d source tensor%s\n", ignored, ignored == 1 ? "" : "s");
+  o.src_dir = fwd_dir, o.reverse = 1;
+  if (d9_mount_open(&o, &rv, &diag)) goto diag_out;
+  lossy = d9_mount_nlossy(rv) + ignored;
+  for (int i = 0; i < d9_mount_nlossy(rv); i++) printf("lossy step: %s\n", d9_mount_lossy(rv, i));
+  if (d9_cli_convert(rv, rev_dir)) goto out;
+  if (d9_catalog_open(src, &cs, &diag) || d9_catalog_open(rev_dir, &cr, &diag)) goto diag_out;
+  int identical = 0, differ = 0, missing = 0;
+  double worst = 0;
+  for (int i = 0; i < cs->ntensors; i++) {
+    const d9_src_tensor *a = &cs->tensors[i], *b = d9_catalog_find(cr, a->name);
+    char s1[160], s2[160];
+    if (!b) {
+      printf("missing after the round trip: %s\n", a->name);
+      missing++;
+      continue;
+    }
+    if (a->dtype != b->dtype || a->ndim != b->ndim ||
+        memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim)) {
+      printf("differs: %s: %s %s became %s %s\n", a->name, d9_dtype_name(a->dtype),
+             d9_shape_str(a->shape, a->ndim, s1, sizeof s1), d9_dtype_name(b->dtype),
+             d9_shape_str(b->shape, b->ndim, s2, sizeof s2));
+      differ++;
+      continue;
+    }
+    double err;
+    int same = compare(cs, a, cr, b, &err);
+    if (same < 0) {
+      fprintf(stderr, "d9dfs: check: %s: %s\n", a->name, strerror(-same));
+      goto out;
+    }
+    if (same) {
+      identical++;
+    } else {
+      differ++;
+      if (err > worst || err != err) worst = err;
+      printf("%s: %s: max abs error %g\n", lossy ? "lossy" : "differs", a->name, err);
+    }
+  }
+  int extra = 0;
+  for (int i = 0; i < cr->ntensors; i++)
+    if (!d9_catalog_find(cs, cr->tensors[i].name)) {
+      printf("extra after the round trip: %s\n", cr->tensors[i].name);
+      extra++;
+    }
+  printf("check: %d source tensors, %d byte-identical after forward and reverse, %d differ, "
+         "%d missing, %d extra%s\n", cs->ntensors, identical, differ, missing, extra,
+         lossy ? "" : " (lossless spec)");
+  if (lossy) printf("check: lossy spec (%d lossy step%s); largest error %g\n", lossy,
+                    lossy == 1 ? "" : "s", worst);
+  rc = (!lossy && (differ || missing || extra)) ? 1 : 0;
+  goto out;
+diag_out:
+  fprintf(stderr, "d9dfs: check: %s\n", diag.msg);
+out:
+  d9_catalog_close(cs);
+  d9_catalog_close(cr);
+  d9_mount_close(fwd);
+  d9_mount_close(rv);
+  char cmd[4300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+  if (system(cmd)) fprintf(stderr, "d9dfs: check: could not remove %s\n", tmpl);
+  return rc;
+}
