@@ -15,6 +15,7 @@
 #include "graph.h"
 #include "json_strict.h"
 #include "plan.h"
+#include "rank.h"
 #include "spec.h"
 
 enum { SPEC_MAX = 16u << 20, POOL_MAX = 64 };
@@ -28,7 +29,11 @@ struct d9_mount {
   d9_arena *arena;     /* the tree */
   int nnodes;
   d9_vnode *nodes;
-  int *vfile_of;       /* per node: plan file index, -1 for dirs / dynamic */
+  const d9_vfile **vfile_of; /* per node: its file, NULL for dirs / dynamic */
+  int nranks;
+  d9_plan **rank_plans;/* per rank (t, e, p) in that order; NULL without ranks */
+  char **rank_names;   /* "tp0-ep1", ... */
+  d9_arena *rank_arena;/* rank targets and nodes */
   int stats_node, report_node;
   int verbose;
   d9_faults faults;    /* test-only fault injection; off unless asked */
@@ -47,7 +52,7 @@ typedef struct tree_builder {
 } tree_builder;
 
 static int tb_add(tree_builder *tb, int parent, const char *name, d9_node_kind kind,
-                  uint64_t size, int vfile) {
+                  uint64_t size, const d9_vfile *vfile) {
   d9_mount *m = tb->m;
   if (m->nnodes == tb->cap) return -ENOMEM; /* sized up front */
   int i = m->nnodes++;
@@ -65,22 +70,36 @@ static int tb_add(tree_builder *tb, int parent, const char *name, d9_node_kind k
   return i;
 }
 
+static int add_plan_files(tree_builder *tb, int dir, const d9_plan *p) {
+  for (int f = 0; f < p->nfiles; f++)
+    if (tb_add(tb, dir, p->files[f].name, D9_NODE_FILE, p->files[f].size, &p->files[f]) < 0)
+      return -ENOMEM;
+  return 0;
+}
+
+/* root: the full view's files, .d9dfs/{stats,report}.json, and ranks/NAME/
+ * with each rank's files. */
 static int build_tree(d9_mount *m) {
-  int cap = m->plan->nfiles + 8, rc = -ENOMEM;
+  int cap = m->plan->nfiles + 8 + 1, rc = -ENOMEM;
+  for (int r = 0; r < m->nranks; r++) cap += m->rank_plans[r]->nfiles + 1;
   tree_builder tb = {m, cap, calloc((size_t)cap, sizeof(int *)), calloc((size_t)cap, sizeof(int)),
                      calloc((size_t)cap, sizeof(int))};
   m->nodes = d9_arena_calloc(m->arena, (size_t)cap, sizeof *m->nodes);
-  m->vfile_of = d9_arena_calloc(m->arena, (size_t)cap, sizeof(int));
+  m->vfile_of = d9_arena_calloc(m->arena, (size_t)cap, sizeof *m->vfile_of);
   if (!tb.kids || !tb.nkids || !tb.capkids || !m->nodes || !m->vfile_of) goto out;
-  if (tb_add(&tb, -1, "", D9_NODE_DIR, 0, -1) < 0) goto out;
-  for (int f = 0; f < m->plan->nfiles; f++) {
-    const d9_vfile *vf = &m->plan->files[f];
-    if (tb_add(&tb, 0, vf->name, D9_NODE_FILE, vf->size, f) < 0) goto out;
-  }
-  int meta = tb_add(&tb, 0, ".d9dfs", D9_NODE_DIR, 0, -1);
-  if (meta < 0 || (m->stats_node = tb_add(&tb, meta, "stats.json", D9_NODE_DYNAMIC, 0, -1)) < 0 ||
-      (m->report_node = tb_add(&tb, meta, "report.json", D9_NODE_DYNAMIC, 0, -1)) < 0)
+  if (tb_add(&tb, -1, "", D9_NODE_DIR, 0, NULL) < 0 || add_plan_files(&tb, 0, m->plan)) goto out;
+  int meta = tb_add(&tb, 0, ".d9dfs", D9_NODE_DIR, 0, NULL);
+  if (meta < 0 || (m->stats_node = tb_add(&tb, meta, "stats.json", D9_NODE_DYNAMIC, 0, NULL)) < 0 ||
+      (m->report_node = tb_add(&tb, meta, "report.json", D9_NODE_DYNAMIC, 0, NULL)) < 0)
     goto out;
+  if (m->nranks) {
+    int ranks = tb_add(&tb, 0, "ranks", D9_NODE_DIR, 0, NULL);
+    if (ranks < 0) goto out;
+    for (int r = 0; r < m->nranks; r++) {
+      int d = tb_add(&tb, ranks, m->rank_names[r], D9_NODE_DIR, 0, NULL);
+      if (d < 0 || add_plan_files(&tb, d, m->rank_plans[r])) goto out;
+    }
+  }
   for (int i = 0; i < m->nnodes; i++) {
     if (m->nodes[i].kind != D9_NODE_DIR) continue;
     int *k = d9_arena_calloc(m->arena, (size_t)tb.nkids[i] + 1, sizeof(int));
@@ -96,6 +115,41 @@ out:
   free(tb.nkids);
   free(tb.capkids);
   return rc;
+}
+
+/* One plan per rank (t, e, p) when tp, ep or pp > 1. */
+static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
+  d9_rank_opts ro = {o->tp > 1 ? o->tp : 1, o->ep > 1 ? o->ep : 1, o->pp > 1 ? o->pp : 1,
+                     o->vocab_divisible_by > 1 ? o->vocab_divisible_by : 1, o->npp_layers,
+                     o->pp_layers};
+  int n = ro.tp * ro.ep * ro.pp;
+  if (n == 1) return 0;
+  if (n > 4096) return d9_diag_fail(diag, EINVAL, "tp*ep*pp = %d ranks: at most 4096", n);
+  m->rank_arena = d9_arena_create();
+  m->rank_plans = calloc((size_t)n, sizeof *m->rank_plans);
+  m->rank_names = d9_arena_calloc(m->arena, (size_t)n, sizeof(char *));
+  if (!m->rank_arena || !m->rank_plans || !m->rank_names)
+    return d9_diag_fail(diag, ENOMEM, "out of memory");
+  for (int t = 0; t < ro.tp; t++)
+    for (int e = 0; e < ro.ep; e++)
+      for (int p = 0; p < ro.pp; p++) {
+        char name[64];
+        d9_target *tg;
+        int ntg, rc;
+        d9_rank_name(&ro, t, e, p, name, sizeof name);
+        if ((rc = d9_rank_targets(m->spec, m->cat, m->graph, &ro, t, e, p, m->rank_arena, &tg,
+                                  &ntg, diag)))
+          return rc;
+        int r = m->nranks;
+        if (!(m->rank_names[r] = d9_arena_strdup(m->arena, name)))
+          return d9_diag_fail(diag, ENOMEM, "out of memory");
+        if ((rc = d9_plan_build(m->spec, m->cat, tg, ntg, &m->rank_plans[r], diag))) {
+          d9_diag_prefix(diag, "ranks/%s", name);
+          return rc;
+        }
+        m->nranks++;
+      }
+  return 0;
 }
 
 /* -o device=auto|cpu|cuda[:N]. Evaluation runs on the CPU backend until the
@@ -169,7 +223,10 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
-  if ((rc = d9_plan_build(m->spec, m->cat, m->graph, &m->plan, diag))) goto fail;
+  if ((rc = d9_plan_build(m->spec, m->cat, m->graph->targets, m->graph->ntargets, &m->plan,
+                          diag)))
+    goto fail;
+  if ((rc = build_ranks(m, o, diag))) goto fail;
   if ((rc = build_tree(m))) {
     d9_diag_fail(diag, ENOMEM, "out of memory");
     goto fail;
@@ -186,6 +243,9 @@ fail:
 void d9_mount_close(d9_mount *m) {
   if (!m) return;
   d9_plan_destroy(m->plan);
+  for (int r = 0; r < m->nranks; r++) d9_plan_destroy(m->rank_plans[r]);
+  free(m->rank_plans);
+  d9_arena_destroy(m->rank_arena);
   d9_graph_destroy(m->graph);
   d9_catalog_close(m->cat);
   d9_spec_destroy(m->spec);
@@ -250,8 +310,8 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
   const d9_vnode *v = d9_mount_node(m, idx);
   if (!v) return -EINVAL;
   if (v->kind == D9_NODE_DIR) return -EISDIR;
-  if (v->kind == D9_NODE_DYNAMIC || m->vfile_of[idx] < 0) return -EINVAL;
-  const d9_vfile *vf = &m->plan->files[m->vfile_of[idx]];
+  const d9_vfile *vf = m->vfile_of[idx];
+  if (v->kind == D9_NODE_DYNAMIC || !vf) return -EINVAL;
   d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
   if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
   ssize_t r = d9_eval_read(&rc, vf, off, n, buf);

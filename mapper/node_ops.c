@@ -381,7 +381,8 @@ out:
 typedef struct qbufs {
   void *raw;    /* CHUNK elements of x's dtype (NULL for F32) */
   float *f;     /* CHUNK F32 */
-  float *tile;  /* TILE_ELEMS F32, or NULL: stream */
+  float *tile;  /* tcap F32 (<= TILE_ELEMS), or NULL: stream */
+  int64_t tcap;
 } qbufs;
 
 /* amax[k - k0] for blocks [k0, k1) of block row B, accumulated over the
@@ -431,7 +432,7 @@ static int fill_quant_w(d9_read_ctx *rc, const d9_node *q, int64_t start, int64_
     int64_t gend = next_group(q, start, end, &g), B = g.i / b0;
     int64_t rows = upto(B + 1, b0, M) - B * b0;
     /* tile mode: as many blocks as fit TILE_ELEMS; else stream 1 window */
-    int64_t per = qb->tile ? TILE_ELEMS / (rows * b1) : SWIN;
+    int64_t per = qb->tile ? qb->tcap / (rows * b1) : SWIN;
     for (int64_t ka = g.k0; ka < g.k1 && !r;) {
       int64_t kb = min64(g.k1, ka + min64(per, SWIN)), w0 = ka * b1, w1 = upto(kb, b1, N);
       for (int64_t k = 0; k < kb - ka; k++) sc[k] = 0.0f;
@@ -458,13 +459,17 @@ static int fill_quant_w(d9_read_ctx *rc, const d9_node *q, int64_t start, int64_
 int d9_fill_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
                   void *out) {
   const d9_node *in = x->in[0];
-  int64_t rows = min64(x->block[0], in->shape[0]);
-  /* the tile holds a whole block row of at least one block column */
-  int tiled = x->op == D9_OP_QUANT_W && rows <= TILE_ELEMS / x->block[1];
-  size_t rn = in->dtype == D9_F32 ? 0 : CHUNK * d9_dtype_size(in->dtype);
-  size_t fn = CHUNK * sizeof(float), tn = tiled ? TILE_ELEMS * sizeof(float) : 0;
-  size_t sn = SWIN * sizeof(float);
+  int64_t rows = min64(x->block[0], in->shape[0]), nb = cdiv(in->shape[1], x->block[1]);
   qbufs qb = {0};
+  /* the tile holds whole block rows of at least one block column, and of
+   * no more block columns than the tensor has */
+  if (x->op == D9_OP_QUANT_W && rows <= TILE_ELEMS / x->block[1]) {
+    int64_t col = rows * x->block[1];
+    qb.tcap = nb <= TILE_ELEMS / col ? nb * col : TILE_ELEMS;
+  }
+  size_t rn = in->dtype == D9_F32 ? 0 : CHUNK * d9_dtype_size(in->dtype);
+  size_t fn = CHUNK * sizeof(float), tn = (size_t)qb.tcap * sizeof(float);
+  size_t sn = SWIN * sizeof(float);
   int r = -ENOMEM;
   if (rn && !(qb.raw = d9_scratch_push(rc, rn))) goto out;
   if (!(qb.f = d9_scratch_push(rc, fn))) goto pop_raw;

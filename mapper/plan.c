@@ -109,14 +109,14 @@ static int build_index(d9_plan *p, uint64_t total, d9_vfile *idx, d9_diag *diag)
 }
 
 /* Emit the header of shard f holding targets [t0, t1). */
-static int build_shard(d9_plan *p, const d9_graph *g, int t0, int t1, d9_vfile *vf,
+static int build_shard(d9_plan *p, const d9_target *tg, int t0, int t1, d9_vfile *vf,
                        d9_diag *diag) {
   int n = t1 - t0;
   d9_st_tensor *st = calloc((size_t)n + 1, sizeof *st);
   if (!st) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", vf->name);
   for (int i = 0; i < n; i++) {
-    const d9_node *x = g->targets[t0 + i].node;
-    st[i].name = g->targets[t0 + i].name;
+    const d9_node *x = tg[t0 + i].node;
+    st[i].name = tg[t0 + i].name;
     st[i].dtype = x->dtype;
     st[i].ndim = x->ndim;
     memcpy(st[i].shape, x->shape, sizeof st[i].shape);
@@ -143,7 +143,7 @@ static int build_shard(d9_plan *p, const d9_graph *g, int t0, int t1, d9_vfile *
   vf->nextents = n;
   vf->fd = -1;
   for (int i = 0; i < n; i++)
-    vf->extents[i] = (d9_extent){hlen + st[i].begin, hlen + st[i].end, &g->targets[t0 + i]};
+    vf->extents[i] = (d9_extent){hlen + st[i].begin, hlen + st[i].end, &tg[t0 + i]};
   vf->size = n ? vf->extents[n - 1].end : hlen;
   free(st);
   return 0;
@@ -228,7 +228,8 @@ static int add_copies(d9_plan *p, const d9_spec *s, const d9_catalog *c, int max
   return rc;
 }
 
-int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_plan **out,
+int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
+                  d9_plan **out,
                   d9_diag *diag) {
   d9_plan *p = calloc(1, sizeof *p);
   int rc = -ENOMEM;
@@ -237,15 +238,15 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_p
     return d9_diag_fail(diag, ENOMEM, "plan: out of memory");
   }
   /* cut shards */
-  int *cut = calloc((size_t)g->ntargets + 2, sizeof *cut), ncut = 0;
+  int *cut = calloc((size_t)ntg + 2, sizeof *cut), ncut = 0;
   if (!cut) goto oom;
   uint64_t cur = 0, total = 0;
   cut[ncut++] = 0;
-  for (int i = 0; i < g->ntargets; i++) {
+  for (int i = 0; i < ntg; i++) {
     uint64_t nb;
-    if (target_bytes(&g->targets[i], &nb)) {
+    if (target_bytes(&tg[i], &nb)) {
       free(cut);
-      rc = d9_diag_fail(diag, EOVERFLOW, "target '%s': size overflows", g->targets[i].name);
+      rc = d9_diag_fail(diag, EOVERFLOW, "target '%s': size overflows", tg[i].name);
       goto fail;
     }
     if (!s->single_file && cur > 0 &&
@@ -256,7 +257,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_p
     cur += nb;
     total += nb;
   }
-  cut[ncut] = g->ntargets;
+  cut[ncut] = ntg;
   p->nshards = ncut;
   int maxf = ncut + 1 + 64;
   p->files = d9_arena_calloc(p->arena, (size_t)maxf, sizeof *p->files);
@@ -268,7 +269,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_p
     d9_vfile *vf = &p->files[f];
     vf->name = ncut == 1 ? "model.safetensors"
                          : d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, ncut);
-    if (!vf->name || (rc = build_shard(p, g, cut[f], cut[f + 1], vf, diag))) {
+    if (!vf->name || (rc = build_shard(p, tg, cut[f], cut[f + 1], vf, diag))) {
       free(cut);
       goto fail;
     }

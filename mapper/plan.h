@@ -47,9 +47,10 @@ typedef struct d9_plan {
   int nshards;             /* TENSORS files */
 } d9_plan;
 
-/* Lay out g's targets per s's output section; copies come from c. */
-int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_graph *g, d9_plan **out,
-                  d9_diag *diag);
+/* Lay out targets tg[0..ntg) (sorted by name, borrowed: they must outlive
+ * the plan) per s's output section; copies come from c. */
+int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
+                  d9_plan **out, d9_diag *diag);
 void d9_plan_destroy(d9_plan *p); /* accepts NULL; closes COPY fds */
 
 #endif

@@ -67,6 +67,9 @@ static int name_list(d9_spec *s, const cJSON *v, const char *where, const char *
   return 0;
 }
 
+static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
+                          d9_parallel *p, d9_diag *diag);
+
 static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st,
                       d9_diag *diag) {
   if (!cJSON_IsObject(j))
@@ -99,8 +102,8 @@ static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st
 }
 
 static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *diag) {
-  static const char *const keys[] = {"name", "inputs", "steps", "output", "required",
-                                     "tied", "comment", "over", "unstack", "exclude"};
+  static const char *const keys[] = {"name", "inputs", "steps", "output", "required", "tied",
+                                     "comment", "over", "unstack", "exclude", "parallel"};
   const cJSON *nm = cJSON_GetObjectItemCaseSensitive(j, "name");
   if (nm && !cJSON_IsString(nm))
     return d9_diag_fail(diag, EINVAL, "%s: rules[%d]: \"name\" must be a string", s->path, idx);
@@ -110,8 +113,16 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
   if (!r->name || !r->where) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
   if (!cJSON_IsObject(j))
     return d9_diag_fail(diag, EINVAL, "%s: %s: a rule must be an object", s->path, r->where);
-  int rc = check_keys(j, keys, 10, s->path, r->where, diag);
+  int rc = check_keys(j, keys, 11, s->path, r->where, diag);
   if (rc) return rc;
+  const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "parallel");
+  if (pj) {
+    d9_parallel *p = d9_arena_calloc(s->arena, 1, sizeof *p);
+    char *w = d9_arena_printf(s->arena, "%s.parallel", r->where);
+    if (!p || !w) return -ENOMEM;
+    if ((rc = parse_parallel(s, pj, w, 0, p, diag))) return rc;
+    r->par = p;
+  }
   if ((rc = name_list(s, cJSON_GetObjectItemCaseSensitive(j, "exclude"), r->where, "exclude",
                       &r->nexclude, &r->exclude, diag)))
     return rc;
@@ -311,6 +322,83 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
   return 0;
 }
 
+static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
+                          d9_parallel *p, d9_diag *diag) {
+  static const char *const keys[] = {"style", "pattern", "groups", "capture", "renumber", "comment"};
+  static const char *const styles[] = {"replicated", "column", "row", "qkv", "gated", "vocab", "expert"};
+  int rc;
+  if (cJSON_IsString(j)) {
+    p->style = D9_PAR_COUNT_SENTINEL;
+    for (int i = 0; i < 7; i++)
+      if (!strcmp(j->valuestring, styles[i])) p->style = (d9_par_style)i;
+  } else if (cJSON_IsObject(j)) {
+    if ((rc = check_keys(j, keys, 6, s->path, where, diag))) return rc;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "style");
+    p->style = D9_PAR_COUNT_SENTINEL;
+    for (int i = 0; cJSON_IsString(st) && i < 7; i++)
+      if (!strcmp(st->valuestring, styles[i])) p->style = (d9_par_style)i;
+    p->pattern = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "pattern"));
+    p->groups = cJSON_GetObjectItemCaseSensitive(j, "groups");
+    p->capture = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "capture"));
+    p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "renumber"));
+  } else {
+    return d9_diag_fail(diag, EINVAL, "%s: %s: a parallel style is a name or an object", s->path, where);
+  }
+  p->where = where;
+  if (p->style == D9_PAR_COUNT_SENTINEL)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: style must be replicated, column, row, qkv, "
+                        "gated, vocab or expert", s->path, where);
+  if (need_pattern && !p->pattern)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: needs a \"pattern\"", s->path, where);
+  if (p->pattern && (rc = d9_pattern_check(p->pattern, where, diag))) return rc;
+  if (p->style == D9_PAR_QKV && !p->groups)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: style qkv needs \"groups\" (the KV group count)",
+                        s->path, where);
+  if (p->capture && (p->style != D9_PAR_EXPERT || !p->pattern))
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"capture\" goes with style expert and a pattern",
+                        s->path, where);
+  return 0;
+}
+
+static int parse_parallel_defaults(d9_spec *s, d9_diag *diag) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(s->root, "parallel"), *e;
+  if (!a) return 0;
+  if (!cJSON_IsArray(a))
+    return d9_diag_fail(diag, EINVAL, "%s: \"parallel\" must be a list of {pattern, style}", s->path);
+  s->npar = cJSON_GetArraySize(a);
+  s->par = d9_arena_calloc(s->arena, (size_t)s->npar + 1, sizeof *s->par);
+  if (!s->par) return -ENOMEM;
+  int i = 0, rc;
+  cJSON_ArrayForEach(e, a) {
+    char *w = d9_arena_printf(s->arena, "parallel[%d]", i);
+    if (!w) return -ENOMEM;
+    if ((rc = parse_parallel(s, e, w, 1, &s->par[i++], diag))) return rc;
+  }
+  const cJSON *pl = cJSON_GetObjectItemCaseSensitive(s->root, "pipeline");
+  if (!pl) return 0;
+  static const char *const keys[] = {"layers", "first", "last", "renumber", "comment"};
+  if (!cJSON_IsObject(pl) || (rc = check_keys(pl, keys, 5, s->path, "pipeline", diag)))
+    return d9_diag_fail(diag, EINVAL, "%s: pipeline: must be an object", s->path);
+  d9_pipeline *p = &s->pipeline;
+  p->layers = str_or_null(cJSON_GetObjectItemCaseSensitive(pl, "layers"));
+  p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pl, "renumber"));
+  if (!p->layers || d9_pattern_check(p->layers, "pipeline.layers", diag))
+    return d9_diag_fail(diag, EINVAL, "%s: pipeline.layers: want a pattern with one capture "
+                        "for the layer index, like \"decoder.layers.{L}.{rest*}\"", s->path);
+  const char *b = strchr(p->layers, '{');
+  const char *e2 = b ? strpbrk(b, "*}") : NULL;
+  if (!b || !e2 || *e2 != '}')
+    return d9_diag_fail(diag, EINVAL, "%s: pipeline.layers: the first capture must be the layer "
+                        "index ({L})", s->path);
+  p->capture = d9_arena_strndup(s->arena, b + 1, (size_t)(e2 - b - 1));
+  if ((rc = name_list(s, cJSON_GetObjectItemCaseSensitive(pl, "first"), "pipeline", "first",
+                      &p->nfirst, &p->first, diag)) ||
+      (rc = name_list(s, cJSON_GetObjectItemCaseSensitive(pl, "last"), "pipeline", "last",
+                      &p->nlast, &p->last, diag)))
+    return rc;
+  return p->capture ? 0 : -ENOMEM;
+}
+
 /* "config": {"set": {key: value, ...}, "delete": [key, ...]} - keys are
  * top-level config.json keys. */
 static int parse_config_patch(d9_spec *s, d9_diag *diag) {
@@ -390,7 +478,8 @@ int d9_spec_undo_config(const cJSON *config, cJSON **out) {
 int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
                   d9_diag *diag) {
   static const char *const keys[] = {"d9dfs_spec", "description", "params", "ignore",
-                                     "rules", "passthrough", "strict", "output", "config"};
+                                     "rules", "passthrough", "strict", "output", "config",
+                                     "parallel", "pipeline"};
   d9_spec *s = calloc(1, sizeof *s);
   if (!s || !(s->arena = d9_arena_create())) {
     free(s);
@@ -404,7 +493,8 @@ int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
     rc = d9_diag_fail(diag, EINVAL, "%s: the spec must be a json object", path);
     goto fail;
   }
-  if ((rc = check_keys(s->root, keys, 9, path, "top level", diag))) goto fail;
+  if ((rc = check_keys(s->root, keys, 11, path, "top level", diag))) goto fail;
+  if ((rc = parse_parallel_defaults(s, diag))) goto fail;
   if ((rc = parse_config_patch(s, diag))) goto fail;
   int64_t ver;
   if (d9_json_int(cJSON_GetObjectItemCaseSensitive(s->root, "d9dfs_spec"), 1, 1, &ver)) {

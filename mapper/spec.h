@@ -61,6 +61,36 @@ typedef struct d9_step {
   const char **in, **out;/* value names */
 } d9_step;
 
+/* Tensor/expert parallel styles (DESIGN.md "TP styles", "Experts"). */
+typedef enum {
+  D9_PAR_REPLICATED,
+  D9_PAR_COLUMN,   /* split dim 0 */
+  D9_PAR_ROW,      /* split dim 1 */
+  D9_PAR_QKV,      /* split dim 0 of the interleaved QKV by KV group (groups % T == 0) */
+  D9_PAR_GATED,    /* [G; U] -> [G_t; U_t] */
+  D9_PAR_VOCAB,    /* pad rows to a multiple of vocab_divisible_by * T, then column */
+  D9_PAR_EXPERT,   /* EP: stacked [E, ...] split on dim 0, or per-expert tensors by owner */
+  D9_PAR_COUNT_SENTINEL
+} d9_par_style;
+
+typedef struct d9_parallel {
+  d9_par_style style;
+  const char *pattern;   /* target-name pattern (defaults list), or NULL (rule-level) */
+  const cJSON *groups;   /* qkv: the KV group count (integer or expression) */
+  const char *capture;   /* expert: capture in `pattern` holding the expert index;
+                            NULL = a stacked tensor split on dim 0 */
+  int renumber;          /* expert with capture: number experts locally from 0 */
+  const char *where;     /* spec location */
+} d9_parallel;
+
+typedef struct d9_pipeline {
+  const char *layers;    /* target pattern with the layer capture, e.g. decoder.layers.{L}.{rest*} */
+  const char *capture;   /* the layer capture's name ("L") */
+  int nfirst, nlast;
+  const char **first, **last; /* patterns of tensors on the first / last stage only */
+  int renumber;          /* number layers locally from 0 on each stage */
+} d9_pipeline;
+
 typedef struct d9_rule {
   const char *name;      /* "name" or "rules[i]" */
   const char *where;     /* "rules[i] (name)" */
@@ -78,6 +108,7 @@ typedef struct d9_rule {
   const char *drop_if;   /* reversed tied alias: consume the input, emit nothing, when set */
   int nexclude;
   const char **exclude;  /* driver names matching one of these are skipped (both directions) */
+  const d9_parallel *par;/* "parallel": the style of this rule's outputs, or NULL */
 } d9_rule;
 
 typedef struct d9_param {
@@ -105,6 +136,9 @@ typedef struct d9_spec {
   int single_file;       /* one model.safetensors whatever the size */
   int ncopy;
   const char **copy;     /* glob patterns of source files to copy */
+  int npar;
+  d9_parallel *par;      /* "parallel": default styles by target-name pattern, first match wins */
+  d9_pipeline pipeline;  /* "pipeline"; pipeline.layers NULL = none */
   const cJSON *config_set; /* "config": {"set": {...}}, borrowed from root; NULL = none */
   int nconfig_delete;
   const char **config_delete; /* "config": {"delete": [...]} */

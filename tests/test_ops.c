@@ -536,6 +536,19 @@ static void run_quant(int64_t M, int64_t N, int64_t b0, int64_t b1, d9_dtype t, 
   assert_int_equal(ps, (uint64_t)n * es);
   check_ranges(&f, q[0], wq);
   check_ranges(&f, q[1], sq);
+  /* part of one row: the tile of its blocks (b0 rows x their columns), plus
+   * the segment again when streamed; one scale: its block */
+  unsigned char *tmp = malloc((size_t)n);
+  for (int it = 0; it < 20; it++) {
+    int64_t i = rnd_below(M), c0 = rnd_below(N), c1 = c0 + 1 + rnd_below(N - c0);
+    int64_t rows = (i / b0 * b0 + b0 < M ? b0 : M - i / b0 * b0);
+    int64_t cols = ((c1 - 1) / b1 * b1 + b1 < N ? (c1 - 1) / b1 * b1 + b1 : N) - c0 / b1 * b1;
+    uint64_t want = (uint64_t)(rows * cols + (streamed ? c1 - c0 : 0)) * es;
+    assert_int_equal(fx_eval(&f, q[0], i * N + c0, c1 - c0, tmp), want);
+    int64_t K = c0 / b1, kcols = (K * b1 + b1 < N ? b1 : N - K * b1);
+    assert_int_equal(fx_eval(&f, q[1], i / b0 * nb + K, 1, tmp), (uint64_t)(rows * kcols) * es);
+  }
+  free(tmp);
   /* the round trip through DEQUANT, against the bound derived at the top */
   d9_node *d = d9_node_dequant(f.a, q[0], q[1], b0, b1, "t", &diag);
   assert_non_null(d);

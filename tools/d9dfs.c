@@ -35,6 +35,9 @@ static const char usage[] =
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
+    "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
+    "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"
+    "  -o pp_layers=A:B:.. layers per pipeline stage (default: the remainder rule)\n"
     "  -o inject_eio=N    testing: every Nth source read fails with EIO\n"
     "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n"
     "\n"
@@ -47,6 +50,21 @@ static int parse_u(const char *s, long long lo, long long hi, long long *out) {
   if (errno || e == s || *e || v < lo || v > hi) return -1;
   *out = v;
   return 0;
+}
+
+/* pp_layers=3:2:3 - layers per pipeline stage */
+static int parse_pp_layers(char *v, d9_mount_opts *mo) {
+  int *layers = calloc(4096, sizeof *layers); /* lives as long as the process */
+  int n = 0;
+  if (!layers) return -1;
+  for (char *save = NULL, *t = strtok_r(v, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+    long long x;
+    if (n == 4096 || parse_u(t, 0, 1 << 20, &x)) return -1;
+    layers[n++] = (int)x;
+  }
+  mo->pp_layers = layers;
+  mo->npp_layers = n;
+  return n ? 0 : -1;
 }
 
 static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
@@ -63,6 +81,9 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
+    else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
+      mo->vocab_divisible_by = (int)v;
+    else if (!strcmp(tok, "pp_layers") && eq && !parse_pp_layers(eq, mo)) continue;
     else if (!strcmp(tok, "inject_eio") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
       mo->inject_pread_every = (uint64_t)v;
     else if (!strcmp(tok, "inject_enomem") && eq && !parse_u(eq, 1, LLONG_MAX, &v))

@@ -72,6 +72,37 @@ family_test() {
 family_test llama --family llama --layers 8 --hidden 1024 --heads 16 --kv-heads 4 --intermediate 1024 --vocab 4096 --bias 0 --tied 0
 family_test qwen2 --family qwen2 --layers 4 --hidden 896 --heads 14 --kv-heads 2 --intermediate 1216 --vocab 3000 --bias 1 --tied 1
 
+# per-rank views: tp=2,4,8 (8 KV groups), ep=2,3 (5 experts), pp=2,3
+rsrc=$WORK/ranks-llama
+"$D9GEN" --family llama --layers 3 --hidden 256 --heads 16 --kv-heads 8 --intermediate 384 --vocab 1001 --dtype F32 --shards 2 "$rsrc" >/dev/null
+for T in 4 2 8; do
+  mnt=$WORK/tp$T
+  do_mount "$rsrc" "$SPECS/llama-to-megatron.json" "$mnt" -o tp=$T
+  extra=""; [ $T = 4 ] && extra=--amplification
+  check "tp=$T: every rank tree opens in safetensors and equals the reference" \
+    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$rsrc" tp $T $extra
+  fusermount3 -u "$mnt"
+done
+for S in 2 3; do
+  mnt=$WORK/pp$S
+  do_mount "$rsrc" "$SPECS/llama-to-megatron.json" "$mnt" -o pp=$S
+  check "pp=$S: stage trees equal the reference (layers renumbered)" \
+    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$rsrc" pp $S
+  fusermount3 -u "$mnt"
+done
+msrc=$WORK/ranks-mixtral
+"$D9GEN" --family mixtral --layers 2 --experts 5 --hidden 64 --heads 4 --kv-heads 2 --dtype F32 --shards 2 "$msrc" >/dev/null
+for P in 2 3; do
+  mnt=$WORK/ep$P
+  do_mount "$msrc" "$SPECS/mixtral-to-megatron.json" "$mnt" -o ep=$P
+  check "ep=$P: expert ranks own their experts (remainder rule), renumbered from 0" \
+    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$msrc" ep $P
+  fusermount3 -u "$mnt"
+done
+out=$("$D9DFS" plan "$rsrc" "$SPECS/llama-to-megatron.json" -o tp=16 2>&1) && st=0 || st=$?
+check "tp=16 with 8 KV groups: refused with the tensor, style and sizes" bash -c \
+  "[ $st -ne 0 ] && grep -q 'linear_qkv.weight.*style qkv.*8 kv groups are not divisible by tp=16' <<<'$out'"
+
 # lifecycle: SIGTERM and SIGINT unmount cleanly, exit 0
 src=$WORK/llama
 for sig in TERM INT; do

@@ -1,0 +1,230 @@
+#include "rank.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pattern.h"
+
+void d9_rank_share(int64_t total, int r, int n, int64_t *start, int64_t *count) {
+  int64_t base = total / n, rem = total % n;
+  *start = r * base + (r < rem ? r : rem);
+  *count = base + (r < rem ? 1 : 0);
+}
+
+const char *d9_rank_name(const d9_rank_opts *o, int t, int e, int p, char *buf, size_t cap) {
+  int n = snprintf(buf, cap, "tp%d", t);
+  if (o->ep > 1 && n > 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "-ep%d", e);
+  if (o->pp > 1 && n > 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, "-pp%d", p);
+  return buf;
+}
+
+static const d9_parallel *style_of(const d9_spec *s, const d9_target *t) {
+  if (t->rule && t->rule->par) return t->rule->par;
+  for (int i = 0; i < s->npar; i++) {
+    d9_caps caps = {0};
+    if (d9_pattern_match(s->par[i].pattern, t->name, &caps)) return &s->par[i];
+  }
+  return NULL;
+}
+
+static const char *style_name(d9_par_style st) {
+  static const char *const n[] = {"replicated", "column", "row", "qkv", "gated", "vocab", "expert"};
+  return st >= 0 && st < D9_PAR_COUNT_SENTINEL ? n[st] : "?";
+}
+
+/* Capture `cap` of pat matched against name as an integer; -1 if none. */
+static int64_t cap_int(const char *pat, const char *cap, const char *name) {
+  d9_caps caps = {0};
+  size_t len;
+  if (!d9_pattern_match(pat, name, &caps)) return -1;
+  const char *v = d9_caps_get(&caps, cap, &len);
+  if (!v || len == 0 || len > 18) return -1;
+  int64_t x = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (v[i] < '0' || v[i] > '9') return -1;
+    x = x * 10 + (v[i] - '0');
+  }
+  return x;
+}
+
+/* name with capture `cap` of pat set to value (pat must match name). */
+static const char *renumber(d9_arena *a, const char *pat, const char *cap, const char *name,
+                            int64_t value) {
+  d9_caps caps = {0};
+  char num[24], out[D9_NAME_MAX];
+  if (!d9_pattern_match(pat, name, &caps)) return name;
+  snprintf(num, sizeof num, "%lld", (long long)value);
+  for (int i = 0; i < caps.n; i++)
+    if (!strcmp(caps.c[i].name, cap)) caps.c[i].val = num, caps.c[i].len = strlen(num);
+  if (d9_pattern_fill(pat, &caps, out, sizeof out, NULL) < 0) return NULL;
+  return d9_arena_strdup(a, out);
+}
+
+static int uneven(d9_diag *diag, const d9_spec *s, const d9_target *t, const d9_parallel *par,
+                  const char *what, int64_t size, int64_t by) {
+  return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style %s (%s): %s of %lld is not divisible "
+                      "by %lld", s->path, t->name, style_name(par->style), par->where, what,
+                      (long long)size, (long long)by);
+}
+
+/* The TP slice of x for rank t of T under par. NULL with diag set. */
+static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target *tg,
+                         const d9_parallel *par, const d9_rank_opts *o, int t, d9_arena *a,
+                         d9_diag *diag) {
+  d9_node *x = tg->node;
+  int T = o->tp;
+  const char *w = tg->name;
+  if (!par || par->style == D9_PAR_REPLICATED || T == 1) return x;
+  if (x->ndim < 1) return uneven(diag, s, tg, par, "a scalar", 0, T), NULL;
+  switch (par->style) {
+    case D9_PAR_QKV: {
+      int64_t groups;
+      if (d9_spec_int(s, c->config, par->groups, par->where, &groups, diag)) return NULL;
+      if (groups < 1 || groups % T)
+        return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style qkv (%s): %lld kv groups are "
+                            "not divisible by tp=%d", s->path, tg->name, par->where,
+                            (long long)groups, T), NULL;
+      if (x->shape[0] % groups) return uneven(diag, s, tg, par, "dim 0", x->shape[0], groups), NULL;
+      __attribute__((fallthrough)); /* whole groups are a contiguous dim-0 chunk */
+    }
+    case D9_PAR_COLUMN:
+      if (x->shape[0] % T) return uneven(diag, s, tg, par, "dim 0", x->shape[0], T), NULL;
+      return d9_node_slice(a, x, 0, t * (x->shape[0] / T), x->shape[0] / T, w, diag);
+    case D9_PAR_ROW:
+      if (x->ndim < 2) return uneven(diag, s, tg, par, "a 1-D tensor's dim 1", 0, T), NULL;
+      if (x->shape[1] % T) return uneven(diag, s, tg, par, "dim 1", x->shape[1], T), NULL;
+      return d9_node_slice(a, x, 1, t * (x->shape[1] / T), x->shape[1] / T, w, diag);
+    case D9_PAR_GATED: {
+      if (x->shape[0] % (2 * T))
+        return uneven(diag, s, tg, par, "dim 0 (gate and up halves, each split tp ways)",
+                      x->shape[0], 2 * T), NULL;
+      int64_t half = x->shape[0] / 2, part = half / T;
+      d9_node *gu[2] = {d9_node_slice(a, x, 0, t * part, part, w, diag),
+                        d9_node_slice(a, x, 0, half + t * part, part, w, diag)};
+      return gu[0] && gu[1] ? d9_node_concat(a, gu, 2, 0, w, diag) : NULL;
+    }
+    case D9_PAR_VOCAB: {
+      int64_t mult = (int64_t)o->vocab_divisible_by * T;
+      int64_t rows = (x->shape[0] + mult - 1) / mult * mult;
+      d9_node *pad = rows == x->shape[0] ? x : d9_node_pad(a, x, rows, w, diag);
+      return pad ? d9_node_slice(a, pad, 0, t * (rows / T), rows / T, w, diag) : NULL;
+    }
+    default:
+      return x;
+  }
+}
+
+/* Experts per-expert tensors of style par: the largest index + 1. */
+static int64_t expert_count(const d9_graph *g, const d9_parallel *par) {
+  int64_t n = 0;
+  for (int i = 0; i < g->ntargets; i++) {
+    int64_t e = cap_int(par->pattern, par->capture, g->targets[i].name);
+    if (e + 1 > n) n = e + 1;
+  }
+  return n;
+}
+
+static int cmp_target(const void *x, const void *y) {
+  return d9_natural_cmp(((const d9_target *)x)->name, ((const d9_target *)y)->name);
+}
+
+int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
+                    const d9_rank_opts *o, int t, int e, int p, d9_arena *a,
+                    d9_target **out, int *nout, d9_diag *diag) {
+  const d9_pipeline *pl = &s->pipeline;
+  if (o->pp > 1 && !pl->layers)
+    return d9_diag_fail(diag, EINVAL, "%s: pp=%d needs a \"pipeline\" section in the spec",
+                        s->path, o->pp);
+  /* pipeline: the layer range of stage p */
+  int64_t nlayers = 0, l0 = 0, ln = 0;
+  if (pl->layers) {
+    for (int i = 0; i < g->ntargets; i++) {
+      int64_t L = cap_int(pl->layers, pl->capture, g->targets[i].name);
+      if (L + 1 > nlayers) nlayers = L + 1;
+    }
+    if (o->npp_layers) {
+      int64_t sum = 0;
+      for (int i = 0; i < o->npp_layers; i++) {
+        if (i == p) l0 = sum, ln = o->pp_layers[i];
+        sum += o->pp_layers[i];
+      }
+      if (o->npp_layers != o->pp || sum != nlayers)
+        return d9_diag_fail(diag, EINVAL, "pp_layers: %d stages adding up to %lld layers, but "
+                            "pp=%d and the model has %lld layers", o->npp_layers, (long long)sum,
+                            o->pp, (long long)nlayers);
+    } else {
+      d9_rank_share(nlayers, p, o->pp, &l0, &ln);
+    }
+    if (o->pp > nlayers)
+      return d9_diag_fail(diag, EINVAL, "pp=%d: more stages than the %lld layers", o->pp,
+                          (long long)nlayers);
+  }
+  d9_target *v = d9_arena_calloc(a, (size_t)g->ntargets + 1, sizeof *v);
+  if (!v) return d9_diag_fail(diag, ENOMEM, "out of memory");
+  int n = 0;
+  for (int i = 0; i < g->ntargets; i++) {
+    const d9_target *tg = &g->targets[i];
+    d9_target r = *tg;
+    /* pipeline stage */
+    if (pl->layers) {
+      int64_t L = cap_int(pl->layers, pl->capture, tg->name);
+      int on = 1;
+      if (L >= 0) {
+        on = L >= l0 && L < l0 + ln;
+        if (on && pl->renumber && !(r.name = renumber(a, pl->layers, pl->capture, r.name, L - l0)))
+          return d9_diag_fail(diag, ENOMEM, "out of memory");
+      } else {
+        int first = 0, last = 0;
+        for (int k = 0; k < pl->nfirst; k++) {
+          d9_caps caps = {0};
+          first |= d9_pattern_match(pl->first[k], tg->name, &caps);
+        }
+        for (int k = 0; k < pl->nlast; k++) {
+          d9_caps caps = {0};
+          last |= d9_pattern_match(pl->last[k], tg->name, &caps);
+        }
+        if (first || last) on = (first && p == 0) || (last && p == o->pp - 1);
+      }
+      if (!on) continue;
+    }
+    const d9_parallel *par = style_of(s, tg);
+    if (par && par->style == D9_PAR_EXPERT) {
+      if (par->capture) {
+        int64_t ex = cap_int(par->pattern, par->capture, tg->name), total = expert_count(g, par);
+        int64_t st, cnt;
+        d9_rank_share(total, e, o->ep, &st, &cnt);
+        if (ex < 0)
+          return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style expert (%s): no expert "
+                              "index in capture %s of '%s'", s->path, tg->name, par->where,
+                              par->capture, par->pattern);
+        if (ex < st || ex >= st + cnt) continue;
+        if (par->renumber && !(r.name = renumber(a, par->pattern, par->capture, r.name, ex - st)))
+          return d9_diag_fail(diag, ENOMEM, "out of memory");
+      } else {
+        int64_t st, cnt;
+        if (r.node->ndim < 1)
+          return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style expert: a scalar has no "
+                              "expert dim", s->path, tg->name);
+        if (r.node->shape[0] < o->ep)
+          return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style expert (%s): %lld experts "
+                              "for ep=%d", s->path, tg->name, par->where,
+                              (long long)r.node->shape[0], o->ep);
+        d9_rank_share(r.node->shape[0], e, o->ep, &st, &cnt);
+        if (!(r.node = d9_node_slice(a, r.node, 0, st, cnt, tg->name, diag))) return -EINVAL;
+      }
+    } else if (!(r.node = tp_slice(s, c, tg, par, o, t, a, diag))) {
+      return -EINVAL;
+    }
+    v[n++] = r;
+  }
+  qsort(v, (size_t)n, sizeof *v, cmp_target);
+  for (int i = 0; i + 1 < n; i++)
+    if (!strcmp(v[i].name, v[i + 1].name))
+      return d9_diag_fail(diag, EINVAL, "%s: renumbering makes two tensors named '%s'", s->path,
+                          v[i].name);
+  *out = v;
+  *nout = n;
+  return 0;
+}

@@ -1,0 +1,45 @@
+/* rank.h - per-rank views: the slice of every target tensor that one
+ * tensor-, expert- and pipeline-parallel rank loads, under the full view's
+ * tensor names (DESIGN.md "TP styles", "Experts").
+ *
+ * TP rank t of T: replicated (whole), column (dim 0 chunk t), row (dim 1
+ * chunk t), qkv (dim 0 chunk t of the interleaved tensor: whole KV groups,
+ * so groups % T must be 0), gated ([G_t; U_t] with G, U the halves of dim
+ * 0), vocab (rows zero-padded to a multiple of vocab_divisible_by * T, then
+ * column). Uneven splits are errors naming the tensor, the style and the
+ * sizes. EP rank e of P owns experts [start, start+count) by the remainder
+ * rule (the first E % P ranks take one more): a stacked [E, ...] tensor is
+ * cut on dim 0; a per-expert tensor (style with a capture) belongs to its
+ * owner only, renumbered from 0 when the style asks. Expert tensors are not
+ * TP-split (expert tensor parallelism 1). PP stage s of S holds its share
+ * of the layers (the remainder rule, or an explicit split), the "first"
+ * tensors on stage 0, the "last" ones on stage S-1, anything else on every
+ * stage; layers are renumbered from 0 per stage when the spec asks.
+ */
+#ifndef D9_RANK_H
+#define D9_RANK_H
+
+#include "graph.h"
+#include "spec.h"
+
+typedef struct d9_rank_opts {
+  int tp, ep, pp;          /* sizes, >= 1 */
+  int vocab_divisible_by;  /* >= 1 */
+  int npp_layers;          /* explicit layers per stage (0 = remainder rule) */
+  const int *pp_layers;
+} d9_rank_opts;
+
+/* First index and count of the share of `total` items that rank r of n
+ * owns by the remainder rule. */
+void d9_rank_share(int64_t total, int r, int n, int64_t *start, int64_t *count);
+
+/* The targets of rank (t, e, p): nodes and names from a, sorted by name.
+ * Returns 0 or -errno with diag naming the tensor, the style and the sizes. */
+int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
+                    const d9_rank_opts *o, int t, int e, int p, d9_arena *a,
+                    d9_target **out, int *nout, d9_diag *diag);
+
+/* "tp0", "tp1-ep2", "tp0-pp1", "tp0-ep1-pp1" into buf. */
+const char *d9_rank_name(const d9_rank_opts *o, int t, int e, int p, char *buf, size_t cap);
+
+#endif

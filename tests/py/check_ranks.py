@@ -1,0 +1,134 @@
+"""Per-rank trees through a real mount: the real `safetensors` package opens
+every rank's files, and every tensor equals the Megatron layout computed
+here independently from the SOURCE checkpoint (fused QKV by the row
+formula, then split by the style), for llama-to-megatron.json with tp=T, or
+mixtral-to-megatron.json with ep=P (experts owned by the remainder rule,
+renumbered from 0), or pp=S (layers by the remainder rule, renumbered).
+With --amplification, also read all of ranks/tp1 and check the source
+bytes pulled (stats.json) against 1.1 x (split / T + replicated).
+
+usage: check_ranks.py MNT SRC tp|ep|pp N [--amplification]
+"""
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+from safetensors import safe_open
+
+sys.path.insert(0, os.path.dirname(__file__))
+from check_megatron import load_dir, qkv_reference  # noqa: E402
+
+
+def share(total, r, n):
+    base, rem = divmod(total, n)
+    return r * base + min(r, rem), base + (1 if r < rem else 0)
+
+
+def full_megatron(S, cfg):
+    """The full view of llama/mixtral-to-megatron, from the source."""
+    nh = cfg["num_attention_heads"]
+    ng = cfg.get("num_key_value_heads") or nh
+    d = cfg.get("head_dim") or cfg["hidden_size"] // nh
+    out = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
+           "decoder.final_layernorm.weight": S["model.norm.weight"],
+           "output_layer.weight": S.get("lm_head.weight", S["model.embed_tokens.weight"])}
+    for L in range(cfg["num_hidden_layers"]):
+        p, t = f"model.layers.{L}.", f"decoder.layers.{L}."
+        out[t + "self_attention.linear_qkv.weight"] = qkv_reference(
+            *(S[p + f"self_attn.{x}_proj.weight"] for x in "qkv"), nh, ng, d)
+        out[t + "self_attention.linear_qkv.layer_norm_weight"] = S[p + "input_layernorm.weight"]
+        out[t + "self_attention.linear_proj.weight"] = S[p + "self_attn.o_proj.weight"]
+        if p + "mlp.gate_proj.weight" in S:
+            out[t + "mlp.linear_fc1.weight"] = np.concatenate(
+                [S[p + "mlp.gate_proj.weight"], S[p + "mlp.up_proj.weight"]], 0)
+            out[t + "mlp.linear_fc1.layer_norm_weight"] = S[p + "post_attention_layernorm.weight"]
+            out[t + "mlp.linear_fc2.weight"] = S[p + "mlp.down_proj.weight"]
+        else:
+            out[t + "pre_mlp_layernorm.weight"] = S[p + "post_attention_layernorm.weight"]
+            out[t + "mlp.router.weight"] = S[p + "block_sparse_moe.gate.weight"]
+            for e in range(cfg["num_local_experts"]):
+                x = p + f"block_sparse_moe.experts.{e}."
+                out[t + f"mlp.experts.linear_fc1.weight{e}"] = np.concatenate(
+                    [S[x + "w1.weight"], S[x + "w3.weight"]], 0)
+                out[t + f"mlp.experts.linear_fc2.weight{e}"] = S[x + "w2.weight"]
+    return out
+
+
+def tp_slice(name, a, r, T):
+    if name.endswith("linear_qkv.weight") or name.endswith("linear_qkv.bias"):
+        return np.split(a, T, 0)[r]
+    if name.endswith("linear_proj.weight") or name.endswith("linear_fc2.weight"):
+        return np.split(a, T, 1)[r]
+    if name.endswith("linear_fc1.weight"):
+        g, u = np.split(a, 2, 0)
+        return np.concatenate([np.split(g, T, 0)[r], np.split(u, T, 0)[r]], 0)
+    if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+        rows = -(-a.shape[0] // T) * T
+        pad = np.zeros((rows,) + a.shape[1:], a.dtype)
+        pad[:a.shape[0]] = a
+        return np.split(pad, T, 0)[r]
+    return a
+
+
+def main(mnt, src, kind, n, *flags):
+    n = int(n)
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    S, _ = load_dir(src)
+    F = full_megatron(S, cfg)
+    nl = cfg["num_hidden_layers"]
+    if "--amplification" in flags:
+        def stats():
+            return json.load(open(os.path.join(mnt, ".d9dfs", "stats.json")))
+        split = sum(v.nbytes for v in F.values() if v.ndim == 2)
+        repl = sum(v.nbytes for v in F.values() if v.ndim != 2)
+        s0 = stats()
+        d = os.path.join(mnt, "ranks", "tp1")
+        for f in sorted(os.listdir(d)):
+            with open(os.path.join(d, f), "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        pulled = stats()["bytes_read_source"] - s0["bytes_read_source"]
+        limit = 1.1 * (split / n + repl)
+        print(f"ranks/tp1 read whole: {pulled} source bytes, limit {limit:.0f}")
+        assert pulled <= limit, "read amplification over the limit"
+        assert pulled >= split / n, "less than the rank's split bytes: the reads did not reach d9dfs"
+
+    for r in range(n):
+        d = os.path.join(mnt, "ranks", {"tp": f"tp{r}", "ep": f"tp0-ep{r}", "pp": f"tp0-pp{r}"}[kind])
+        R, _ = load_dir(d)
+        if kind == "tp":
+            want = {k: tp_slice(k, v, r, n) for k, v in F.items()}
+        elif kind == "ep":
+            E = cfg["num_local_experts"]
+            st, cnt = share(E, r, n)
+            want = {}
+            for k, v in F.items():
+                if ".mlp.experts.linear_fc" in k:
+                    base, e = k.rsplit("weight", 1)
+                    if st <= int(e) < st + cnt:
+                        want[f"{base}weight{int(e) - st}"] = v
+                else:
+                    want[k] = v
+        else:
+            l0, ln = share(nl, r, n)
+            want = {}
+            for k, v in F.items():
+                if k.startswith("decoder.layers."):
+                    L = int(k.split(".")[2])
+                    if l0 <= L < l0 + ln:
+                        want[k.replace(f"decoder.layers.{L}.", f"decoder.layers.{L - l0}.", 1)] = v
+                elif k.startswith("embedding."):
+                    if r == 0:
+                        want[k] = v
+                elif r == n - 1:
+                    want[k] = v
+        assert set(R) == set(want), f"{d}: extra {sorted(set(R) - set(want))[:4]} missing {sorted(set(want) - set(R))[:4]}"
+        for k in want:
+            assert R[k].shape == want[k].shape and R[k].tobytes() == want[k].tobytes(), f"{d}: {k} differs"
+    print(f"ok: {kind}={n}: {n} rank trees open in safetensors and equal the Megatron reference")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,384 @@
+/* test_ranks.c - per-rank views against naive references of the Megatron
+ * layouts (DESIGN.md "TP styles", "Experts"), for every style, T = 2, 4, 8,
+ * EP = 2, 3 (remainder rule) and PP = 2, 3: each rank's slice equals the
+ * reference slice of the full view's tensor, reassembling the slices by the
+ * style's rule gives the full tensor back, divisibility errors are refused
+ * at mount, and one rank's tree reads about 1/T of the split bytes. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mapper/rank.h"
+#include "testutil.h"
+
+#define SPEC_DIR D9DFS_SOURCE_DIR "/mounts"
+
+typedef struct tree {
+  unsigned char *data;
+  uint64_t len;
+  d9_arena *a;
+} tree;
+
+/* model.safetensors of dir (relative to the mount root), whole. */
+static void tree_load(d9_mount *m, const char *dir, tree *t) {
+  char path[256];
+  snprintf(path, sizeof path, "%s%smodel.safetensors", dir, *dir ? "/" : "");
+  int idx = d9_mount_resolve(m, path);
+  if (idx < 0) fprintf(stderr, "no %s\n", path);
+  assert_true(idx >= 0);
+  t->data = tu_read_node(m, idx, &t->len);
+  assert_non_null(t->data);
+  t->a = d9_arena_create();
+}
+
+static void tree_free(tree *t) {
+  free(t->data);
+  d9_arena_destroy(t->a);
+}
+
+static const unsigned char *get(tree *t, const char *name, d9_st_tensor *st) {
+  return tu_find(t->data, t->len, name, st, t->a);
+}
+
+static d9_mount *open_ranks(const char *src, const char *spec, int tp, int ep, int pp, int vdiv,
+                            d9_diag *diag) {
+  d9_mount_opts o = {.src_dir = src, .spec_path = spec, .tp = tp, .ep = ep, .pp = pp,
+                     .vocab_divisible_by = vdiv, .max_shard_size = (uint64_t)1 << 40};
+  d9_mount *m = NULL;
+  int rc = d9_mount_open(&o, &m, diag);
+  if (rc && diag && !diag->set) fprintf(stderr, "rc %d\n", rc);
+  return rc ? NULL : m;
+}
+
+static size_t row_bytes(const d9_st_tensor *t) {
+  size_t r = d9_dtype_size(t->dtype);
+  for (int i = 1; i < t->ndim; i++) r *= (size_t)t->shape[i];
+  return r;
+}
+
+/* Reference slice for TP rank r of T by style, from the full tensor f. */
+static unsigned char *ref_slice(const char *style, const unsigned char *f, const d9_st_tensor *ft,
+                                int r, int T, int vdiv, size_t *outn) {
+  size_t rb = row_bytes(ft), es = d9_dtype_size(ft->dtype);
+  int64_t rows = ft->shape[0];
+  unsigned char *o;
+  if (!strcmp(style, "column") || !strcmp(style, "qkv")) {
+    *outn = rb * (size_t)(rows / T);
+    o = malloc(*outn);
+    memcpy(o, f + rb * (size_t)(r * rows / T), *outn);
+  } else if (!strcmp(style, "row")) {
+    int64_t cols = ft->shape[1], part = cols / T;
+    *outn = (size_t)rows * (size_t)part * es;
+    o = malloc(*outn);
+    for (int64_t i = 0; i < rows; i++)
+      memcpy(o + (size_t)(i * part) * es, f + (size_t)(i * cols + r * part) * es, (size_t)part * es);
+  } else if (!strcmp(style, "gated")) {
+    int64_t half = rows / 2, part = half / T;
+    *outn = rb * (size_t)(2 * part);
+    o = malloc(*outn);
+    memcpy(o, f + rb * (size_t)(r * part), rb * (size_t)part);
+    memcpy(o + rb * (size_t)part, f + rb * (size_t)(half + r * part), rb * (size_t)part);
+  } else { /* vocab: zero rows up to a multiple of vdiv*T, then column */
+    int64_t mult = (int64_t)vdiv * T, padded = (rows + mult - 1) / mult * mult, part = padded / T;
+    *outn = rb * (size_t)part;
+    o = calloc(1, *outn);
+    for (int64_t i = 0; i < part; i++)
+      if (r * part + i < rows) memcpy(o + rb * (size_t)i, f + rb * (size_t)(r * part + i), rb);
+  }
+  return o;
+}
+
+/* Every TP style of llama-to-megatron for T, against the references. */
+static void check_tp(const char *src, int T, int L, int vdiv) {
+  d9_diag diag = {0};
+  d9_mount *full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+  d9_mount *m = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", T, 1, 1, vdiv, &diag);
+  if (!m) fprintf(stderr, "%s\n", diag.msg);
+  assert_non_null(full);
+  assert_non_null(m);
+  tree ft;
+  tree_load(full, "", &ft);
+  static const struct { const char *fmt, *style; } names[] = {
+      {"decoder.layers.%d.self_attention.linear_qkv.weight", "qkv"},
+      {"decoder.layers.%d.self_attention.linear_proj.weight", "row"},
+      {"decoder.layers.%d.mlp.linear_fc1.weight", "gated"},
+      {"decoder.layers.%d.mlp.linear_fc2.weight", "row"},
+      {"decoder.layers.%d.self_attention.linear_qkv.layer_norm_weight", "replicated"},
+      {"embedding.word_embeddings.weight", "vocab"},
+      {"output_layer.weight", "vocab"},
+      {"decoder.final_layernorm.weight", "replicated"},
+  };
+  for (int r = 0; r < T; r++) {
+    char dir[32];
+    snprintf(dir, sizeof dir, "ranks/tp%d", r);
+    tree rt;
+    tree_load(m, dir, &rt);
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+      for (int l = 0; l < L; l++) {
+        char nm[256];
+        snprintf(nm, sizeof nm, names[k].fmt, l);
+        d9_st_tensor a, b;
+        const unsigned char *f = get(&ft, nm, &a), *s = get(&rt, nm, &b);
+        assert_non_null(f);
+        assert_non_null(s);
+        assert_int_equal(a.dtype, b.dtype);
+        size_t n;
+        unsigned char *ref;
+        if (!strcmp(names[k].style, "replicated")) {
+          n = a.end - a.begin;
+          ref = malloc(n);
+          memcpy(ref, f, n);
+        } else {
+          ref = ref_slice(names[k].style, f, &a, r, T, vdiv, &n);
+        }
+        assert_int_equal(b.end - b.begin, n);
+        assert_memory_equal(s, ref, n);
+        free(ref);
+      }
+    tree_free(&rt);
+  }
+  tree_free(&ft);
+  d9_mount_close(m);
+  d9_mount_close(full);
+}
+
+static char *gen_llama(const char *dir, const char *name, int64_t nh, int64_t ng, int64_t H,
+                       int64_t I, int64_t V, int64_t L) {
+  static char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  d9_gen_params p;
+  d9_gen_defaults(&p, "llama");
+  p.heads = nh, p.kv_heads = ng, p.hidden = H, p.intermediate = I, p.vocab = V, p.layers = L;
+  p.shards = 2;
+  assert_int_equal(d9_gen_write(path, &p, NULL), 0);
+  return path;
+}
+
+static void test_tp_styles(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  char *src = gen_llama(dir, "l8", 16, 8, 128, 96, 1001, 2); /* 8 KV groups, odd vocab */
+  for (int T = 2; T <= 8; T *= 2) check_tp(src, T, 2, 1);
+  check_tp(src, 4, 2, 64); /* vocab padded to a multiple of 64*4 */
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* Uneven splits and KV groups not divisible by T are refused at mount,
+ * naming the tensor, the style and the sizes. */
+static void test_divisibility_errors(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  char *src = strdup(gen_llama(dir, "l2", 8, 2, 64, 96, 256, 2)); /* gen_llama's buffer is reused */
+  d9_diag diag = {0};
+  assert_null(open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag));
+  assert_non_null(strstr(diag.msg, "style qkv"));
+  assert_non_null(strstr(diag.msg, "2 kv groups are not divisible by tp=4"));
+  assert_non_null(strstr(diag.msg, "linear_qkv.weight"));
+  d9_diag_clear(&diag);
+  char *src2 = gen_llama(dir, "l3", 6, 6, 60, 90, 256, 1);
+  assert_null(open_ranks(src2, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag));
+  assert_non_null(strstr(diag.msg, "not divisible"));
+  d9_diag_clear(&diag);
+  assert_null(open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 3, 1, &diag));
+  assert_non_null(strstr(diag.msg, "pp=3: more stages than the 2 layers"));
+  free(src);
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* PP: stage s holds its share of the layers (remainder rule), renumbered
+ * from 0; the embedding on the first stage, norm and output on the last. */
+static void test_pipeline(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  char *src = gen_llama(dir, "l5", 4, 2, 64, 64, 128, 5);
+  for (int P = 2; P <= 3; P++) {
+    d9_diag diag = {0};
+    d9_mount *full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+    d9_mount *m = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, P, 1, &diag);
+    assert_non_null(m);
+    tree ft;
+    tree_load(full, "", &ft);
+    int64_t seen = 0;
+    for (int s = 0; s < P; s++) {
+      char d[32];
+      snprintf(d, sizeof d, "ranks/tp0-pp%d", s);
+      tree rt;
+      tree_load(m, d, &rt);
+      int64_t l0, ln;
+      d9_rank_share(5, s, P, &l0, &ln);
+      assert_int_equal(l0, seen);
+      seen += ln;
+      for (int64_t l = 0; l < ln; l++) {
+        char a1[160], a2[160];
+        d9_st_tensor x, y;
+        snprintf(a1, sizeof a1, "decoder.layers.%lld.mlp.linear_fc2.weight", (long long)(l0 + l));
+        snprintf(a2, sizeof a2, "decoder.layers.%lld.mlp.linear_fc2.weight", (long long)l);
+        const unsigned char *f = get(&ft, a1, &x), *r = get(&rt, a2, &y);
+        assert_non_null(r);
+        assert_memory_equal(f, r, x.end - x.begin);
+      }
+      char beyond[160];
+      d9_st_tensor z;
+      snprintf(beyond, sizeof beyond, "decoder.layers.%lld.mlp.linear_fc2.weight", (long long)ln);
+      assert_null(get(&rt, beyond, &z));
+      assert_true(!!get(&rt, "embedding.word_embeddings.weight", &z) == (s == 0));
+      assert_true(!!get(&rt, "output_layer.weight", &z) == (s == P - 1));
+      assert_true(!!get(&rt, "decoder.final_layernorm.weight", &z) == (s == P - 1));
+      tree_free(&rt);
+    }
+    assert_int_equal(seen, 5);
+    tree_free(&ft);
+    d9_mount_close(m);
+    d9_mount_close(full);
+  }
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* EP with the remainder rule: per-expert tensors owned by their rank and
+ * renumbered from 0 (mixtral-to-megatron), and stacked [E, ...] tensors cut
+ * on dim 0 (mixtral-to-hf-fused-experts with a parallel style added). */
+static void test_experts(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir(), src[4200], spec[4200];
+  snprintf(src, sizeof src, "%s/mix", dir);
+  d9_gen_params p;
+  d9_gen_defaults(&p, "mixtral");
+  p.experts = 5, p.layers = 1, p.shards = 2;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  for (int P = 2; P <= 3; P++) {
+    d9_diag diag = {0};
+    d9_mount *m = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, P, 1, 1, &diag);
+    d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
+    if (!m) fprintf(stderr, "%s\n", diag.msg);
+    assert_non_null(m);
+    tree ft;
+    tree_load(full, "", &ft);
+    int64_t covered = 0;
+    for (int e = 0; e < P; e++) {
+      char d[32];
+      snprintf(d, sizeof d, "ranks/tp0-ep%d", e);
+      tree rt;
+      tree_load(m, d, &rt);
+      int64_t st = e * (5 / P) + (e < 5 % P ? e : 5 % P), cnt = 5 / P + (e < 5 % P);
+      assert_int_equal(st, covered);
+      covered += cnt;
+      for (int64_t k = 0; k < cnt + 1; k++) {
+        char gn[160], ln[160];
+        d9_st_tensor x, y;
+        snprintf(gn, sizeof gn, "decoder.layers.0.mlp.experts.linear_fc1.weight%lld", (long long)(st + k));
+        snprintf(ln, sizeof ln, "decoder.layers.0.mlp.experts.linear_fc1.weight%lld", (long long)k);
+        const unsigned char *r = get(&rt, ln, &y);
+        if (k == cnt) {
+          assert_null(r); /* only the rank's own experts */
+          continue;
+        }
+        const unsigned char *f = get(&ft, gn, &x);
+        assert_non_null(r);
+        assert_memory_equal(f, r, x.end - x.begin);
+      }
+      d9_st_tensor z;
+      assert_non_null(get(&rt, "decoder.layers.0.mlp.router.weight", &z)); /* replicated */
+      tree_free(&rt);
+    }
+    assert_int_equal(covered, 5);
+    tree_free(&ft);
+    d9_mount_close(m);
+    d9_mount_close(full);
+  }
+  /* stacked experts: the fused [E, 2I, H] tensor cut on dim 0 */
+  snprintf(spec, sizeof spec, "%s/fused-ep.json", dir);
+  tu_write(spec,
+           "{\"d9dfs_spec\": 1, \"passthrough\": true,"
+           " \"parallel\": [{\"pattern\": \"model.layers.{L}.mlp.experts.{w}\", \"style\": \"expert\"}],"
+           " \"rules\": [{\"over\": \"E\", \"inputs\": {\"a\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w1.weight\","
+           " \"b\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w3.weight\"},"
+           " \"steps\": [{\"op\": \"concat\"}], \"output\": \"model.layers.{L}.mlp.experts.gate_up_proj\"},"
+           " {\"over\": \"E\", \"inputs\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w2.weight\","
+           " \"output\": \"model.layers.{L}.mlp.experts.down_proj\"}]}");
+  d9_diag diag = {0};
+  d9_mount *full = open_ranks(src, spec, 1, 1, 1, 1, &diag);
+  d9_mount *m = open_ranks(src, spec, 1, 3, 1, 1, &diag);
+  assert_non_null(m);
+  tree ft;
+  tree_load(full, "", &ft);
+  d9_st_tensor x;
+  const unsigned char *f = get(&ft, "model.layers.0.mlp.experts.gate_up_proj", &x);
+  size_t per = (x.end - x.begin) / 5, off = 0;
+  for (int e = 0; e < 3; e++) {
+    char d[32];
+    snprintf(d, sizeof d, "ranks/tp0-ep%d", e);
+    tree rt;
+    tree_load(m, d, &rt);
+    d9_st_tensor y;
+    const unsigned char *r = get(&rt, "model.layers.0.mlp.experts.gate_up_proj", &y);
+    assert_non_null(r);
+    assert_int_equal(y.shape[0], e < 2 ? 2 : 1); /* 5 experts over 3 ranks: 2, 2, 1 */
+    assert_memory_equal(r, f + off, y.end - y.begin);
+    off += (size_t)y.shape[0] * per;
+    tree_free(&rt);
+  }
+  assert_int_equal(off, x.end - x.begin); /* reassembled = the full tensor */
+  tree_free(&ft);
+  d9_mount_close(m);
+  d9_mount_close(full);
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* Reading one rank's whole tree with TP = 4 pulls at most 1.1 x (split
+ * bytes / 4 + replicated bytes) from the source. */
+static void test_rank_read_amplification(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  char *src = gen_llama(dir, "amp", 16, 8, 256, 512, 1024, 2);
+  d9_diag diag = {0};
+  d9_mount *m = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag);
+  d9_mount *full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(m);
+  tree ft;
+  tree_load(full, "", &ft);
+  /* split and replicated bytes of the full view, from its header */
+  uint64_t hl, split = 0, repl = 0;
+  d9_st_header h;
+  assert_int_equal(d9_st_header_len(ft.data, ft.len, "full", &hl, NULL), 0);
+  assert_int_equal(d9_st_parse((const char *)ft.data + 8, hl, ft.len, "full", ft.a, &h, NULL), 0);
+  for (int i = 0; i < h.ntensors; i++) {
+    uint64_t n = h.tensors[i].end - h.tensors[i].begin;
+    if (h.tensors[i].ndim == 2) split += n; else repl += n;
+  }
+  d9_stats s0, s1;
+  d9_mount_get_stats(m, &s0);
+  int idx = d9_mount_resolve(m, "ranks/tp1/model.safetensors");
+  uint64_t len;
+  unsigned char *b = tu_read_node(m, idx, &len);
+  assert_non_null(b);
+  d9_mount_get_stats(m, &s1);
+  uint64_t pulled = s1.bytes_read_source - s0.bytes_read_source;
+  double limit = 1.1 * ((double)split / 4 + (double)repl);
+  fprintf(stderr, "tp=4 rank 1: %llu bytes from the source, limit %.0f (split %llu, replicated %llu)\n",
+          (unsigned long long)pulled, limit, (unsigned long long)split, (unsigned long long)repl);
+  assert_true((double)pulled <= limit);
+  assert_true(pulled >= split / 4);
+  free(b);
+  tree_free(&ft);
+  d9_mount_close(m);
+  d9_mount_close(full);
+  tu_rmrf(dir);
+  free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tp_styles),
+      cmocka_unit_test(test_divisibility_errors),
+      cmocka_unit_test(test_pipeline),
+      cmocka_unit_test(test_experts),
+      cmocka_unit_test(test_rank_read_amplification),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
