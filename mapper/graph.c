@@ -660,6 +660,26 @@ static int ignored(const d9_spec *s, const char *name) {
   return 0;
 }
 
+/* The flag says tied and the checkpoint has its own output tensor anyway:
+ * refuse when it cannot be the same tensor (shape or dtype differ). Values
+ * are not compared: mounting reads no tensor data. */
+static int check_tied(builder *b, const d9_rule *r) {
+  int64_t flag;
+  if (tied_flag(b, r, &flag) || !flag) return 0;
+  const d9_src_tensor *own = d9_catalog_find(b->c, r->in_pats[0]);
+  const d9_src_tensor *emb = d9_catalog_find(b->c, r->tied_from);
+  if (!own || !emb) return 0;
+  if (own->dtype == emb->dtype && own->ndim == emb->ndim &&
+      !memcmp(own->shape, emb->shape, sizeof(int64_t) * (size_t)own->ndim))
+    return 0;
+  char s1[160], s2[160];
+  return d9_diag_fail(b->diag, EINVAL, "%s: %s: '%s' is set but '%s' (%s %s) differs from '%s' "
+                      "(%s %s)", b->s->path, r->where, r->tied_if, own->name,
+                      d9_dtype_name(own->dtype), d9_shape_str(own->shape, own->ndim, s1, sizeof s1),
+                      emb->name, d9_dtype_name(emb->dtype),
+                      d9_shape_str(emb->shape, emb->ndim, s2, sizeof s2));
+}
+
 static int excluded(const d9_rule *r, const char *name) {
   for (int i = 0; i < r->nexclude; i++) {
     d9_caps caps = {0};
@@ -710,6 +730,7 @@ static int expand_rule(builder *b, const d9_rule *r) {
   }
   if (r->over && !rc && matched) rc = soft(b, expand_over(b, r, ov, matched));
   free(ov);
+  if (!rc && matched && r->tied_from) rc = soft(b, check_tied(b, r));
   if (rc || matched) return rc;
   if (r->tied_from) {
     int64_t flag;

@@ -85,6 +85,11 @@ static const struct {
      " \"steps\": [{\"op\": \"reshape\", \"shape\": [\"hidden_size * 9223372036854775807\"]}],"
      " \"output\": \"o\"}",
      ", \"passthrough\": true", "rules[0] (r).steps[0].shape[0]", "multiplication overflows"},
+    {"tied flag set but the explicit tensor differs",
+     "{\"name\": \"out\", \"inputs\": \"lm_head.weight\", \"tied\": {\"from\":"
+     " \"model.norm.weight\", \"if\": \"one\"}, \"output\": \"o\"}",
+     ", \"params\": {\"one\": 1}, \"passthrough\": true", "rules[0] (out)",
+     "'one' is set but 'lm_head.weight' (BF16 [256, 64]) differs from 'model.norm.weight' (BF16 [64])"},
     {"output capture unknown",
      "{\"name\": \"o\", \"inputs\": \"model.norm.weight\", \"output\": \"x.{L}\"}",
      ", \"passthrough\": true", "rules[0] (o)", "uses a capture the inputs do not have"},

@@ -64,6 +64,22 @@ spec_case qwen3moe qwen3-moe-to-hf-fused-experts 1 --family qwen3_moe --layers 2
 spec_case deepseek deepseek-fp8-to-bf16 0 --family deepseek_fp8 --layers 2 --hidden 200 --heads 4 --kv-heads 2 --intermediate 96 --block 64 --dtype BF16
 spec_case gemma gemma-to-standard-norms 0 --family gemma --layers 2 --dtype F32
 
+# llama-to-megatron both ways: Megatron -> HF through --reverse
+for fam in "llama --bias 0 --tied 0" "qwen2 --bias 1 --tied 1"; do
+  set -- $fam
+  name=$1; shift
+  src=$WORK/$name-mg.src ref=$WORK/$name-mg.ref rmnt=$WORK/$name-mg.rev
+  "$D9GEN" --family $name "$@" --layers 3 --heads 8 --kv-heads 2 --dtype F32 --shards 2 "$src" >/dev/null
+  out=$("$D9DFS" check "$src" "$SPECS/llama-to-megatron.json" 2>&1) && st=0 || st=$?
+  check "llama-to-megatron on $name: d9dfs check: lossless, every tensor back" \
+    bash -c "[ $st = 0 ] && grep -q ' 0 differ, 0 missing, 0 extra (lossless spec)' <<<'$out'"
+  "$D9DFS" convert "$src" "$SPECS/llama-to-megatron.json" "$ref"
+  mkdir -p "$rmnt"; MOUNTS+=("$rmnt")
+  check "llama-to-megatron on $name: mount --reverse gives the HF checkpoint back" \
+    bash -c "'$D9DFS' mount '$ref' '$SPECS/llama-to-megatron.json' '$rmnt' --reverse && '$PY' '$HERE/tests/py/check_specs.py' roundtrip '$src' '$rmnt'"
+  fusermount3 -u "$rmnt"
+done
+
 # FP8: weight and scale live in different shards; reading one dequantised
 # tensor pulls its FP8 bytes plus its scales (about half the BF16 bytes served)
 src=$WORK/lazy.src mnt=$WORK/lazy.mnt
