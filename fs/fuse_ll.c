@@ -12,6 +12,21 @@
  * read_ahead_kb (128 KiB by default, whatever max_readahead says), so we
  * raise /sys/class/bdi/MAJ:MIN/read_ahead_kb of our own mount when allowed.
  *
+ * Zero-copy replies: bytes that a read takes unchanged from a source shard
+ * (d9_mount_read_pieces) are spliced from the shard into a per-thread pipe,
+ * computed bytes are written into it, the shards are checked unchanged,
+ * and the pipe goes to the kernel with fuse_reply_data (FUSE_CAP_SPLICE_
+ * WRITE). That saves the copy through a user buffer: about a quarter of
+ * the daemon's CPU on an unchanged tensor (docs/performance.md). A pipe
+ * holds at most pipe-max-size bytes (1 MiB unless raised; more needs
+ * CAP_SYS_RESOURCE) and libfuse stages the reply header in its own pipe of
+ * that limit, so the default request size is a little under 1 MiB (1008
+ * KiB) and a read that does not fit is answered by copy. Splicing the
+ * source into our pipe before replying, rather than handing libfuse the
+ * shard's fd, keeps the reply contract: a shard truncated under the mount
+ * is caught (short splice or the check) and answered with EIO or ESTALE,
+ * where libfuse would send a short reply.
+ *
  * Dynamic files (.d9dfs/stats.json) are rendered once per open into a
  * buffer owned by the open file (fi->fh) and read with direct_io, so their
  * st_size of 0 does not truncate reads.
@@ -29,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -39,10 +55,13 @@ enum {
   FS_MAX_READ = 1024 * 1024, /* bytes; libfuse 3.14's request buffer limit */
   FS_MIN_READ = 4096,        /* bytes; the kernel's floor for max_read */
   FS_MAX_DEPTH = 256,        /* deepest path printed in an error line */
+  FS_PAGE = 4096,            /* bytes; the pipe's unit: one page per slot */
 };
 
 /* Per-mount state, reached through fuse_req_userdata(). Every field is set
- * before the session starts and only read afterwards, so no lock guards it. */
+ * before the session starts (pipe_size at the latest in INIT, which the
+ * kernel answers before it sends any read) and only read afterwards, so no
+ * lock guards it. */
 typedef struct fs_state {
   d9_mount *m;             /* borrowed; outlives the session */
   int nnodes;
@@ -53,13 +72,18 @@ typedef struct fs_state {
   unsigned readahead;      /* bytes; kernel readahead window */
   uint64_t total_bytes;    /* sum of file sizes, for statfs */
   pthread_key_t buf_key;   /* -> rbuf: this thread's reusable read buffer */
+  size_t pipe_size;        /* bytes; 0 = no splice replies */
+  size_t splice_max;       /* bytes; largest reply that goes through a pipe */
 } fs_state;
 
-/* A read buffer kept per thread so that big replies do not fault in fresh
- * pages on every request. Freed by the key's destructor at thread exit. */
+/* A read buffer and a splice pipe kept per thread, so that big replies do
+ * not fault in fresh pages on every request. Freed by the key's destructor
+ * at thread exit. */
 typedef struct rbuf {
-  size_t cap;  /* bytes */
-  void *data;  /* page-aligned, cap bytes */
+  size_t cap;    /* bytes */
+  void *data;    /* page-aligned, cap bytes */
+  int pipe[2];   /* read, write end (O_NONBLOCK); -1 until first needed */
+  int no_pipe;   /* creating the pipe failed: copy replies on this thread */
 } rbuf;
 
 /* The rendered content of an open dynamic file; owned by fi->fh. */
@@ -68,33 +92,122 @@ typedef struct dyn_file {
   size_t len;  /* bytes */
 } dyn_file;
 
+static void pipe_close(rbuf *b) {
+  if (b->pipe[0] >= 0) close(b->pipe[0]);
+  if (b->pipe[1] >= 0) close(b->pipe[1]);
+  b->pipe[0] = b->pipe[1] = -1;
+}
+
 static void rbuf_free(void *p) {
   rbuf *b = p;
-  if (b) free(b->data);
+  if (b) {
+    pipe_close(b);
+    free(b->data);
+  }
   free(b);
+}
+
+/* This thread's rbuf, created empty on first use; NULL when out of memory. */
+static rbuf *rbuf_of(const fs_state *s) {
+  rbuf *b = pthread_getspecific(s->buf_key);
+  if (b) return b;
+  if (!(b = calloc(1, sizeof *b))) return NULL;
+  b->pipe[0] = b->pipe[1] = -1;
+  if (pthread_setspecific(s->buf_key, b)) {
+    free(b);
+    return NULL;
+  }
+  return b;
 }
 
 /* This thread's buffer of at least n bytes, or NULL when out of memory. */
 static void *rbuf_get(const fs_state *s, size_t n) {
-  rbuf *b = pthread_getspecific(s->buf_key);
-  if (b && b->cap >= n) return b->data;
+  rbuf *b = rbuf_of(s);
+  if (!b) return NULL;
+  if (b->cap >= n) return b->data;
   if (n > SIZE_MAX - 65535) return NULL;
   size_t cap = (n + 65535) & ~(size_t)65535; /* grow in 64 KiB steps */
   void *data = aligned_alloc(4096, cap);
   if (!data) return NULL;
-  if (!b) {
-    if (!(b = calloc(1, sizeof *b))) goto fail_free_data;
-    if (pthread_setspecific(s->buf_key, b)) goto fail_free_b;
-  }
   free(b->data);
   b->data = data;
   b->cap = cap;
   return data;
-fail_free_b:
-  free(b);
-fail_free_data:
-  free(data);
-  return NULL;
+}
+
+/* This thread's empty splice pipe (read end in fds[0]), or -1 when there
+ * is none: not enabled, or creating it failed once on this thread. */
+static int pipe_get(const fs_state *s, rbuf *b) {
+  if (!s->pipe_size || b->no_pipe) return -1;
+  if (b->pipe[0] >= 0) return 0;
+  if (pipe2(b->pipe, O_NONBLOCK | O_CLOEXEC)) {
+    b->pipe[0] = b->pipe[1] = -1;
+    b->no_pipe = 1;
+    return -1;
+  }
+  if (fcntl(b->pipe[0], F_SETPIPE_SZ, (int)s->pipe_size) < (int)s->pipe_size) {
+    pipe_close(b);
+    b->no_pipe = 1;
+    return -1;
+  }
+  return 0;
+}
+
+/* Pipe slots (pages) that pieces take: a source range one per page it
+ * spans, memory one per page plus one for a partly filled first page. */
+static size_t pieces_slots(const d9_piece *p, int np) {
+  size_t slots = 0;
+  for (int i = 0; i < np; i++)
+    slots += p[i].mem ? (p[i].len + FS_PAGE - 1) / FS_PAGE + 1
+                      : (p[i].off % FS_PAGE + p[i].len + FS_PAGE - 1) / FS_PAGE;
+  return slots;
+}
+
+/* Move the pieces into the (empty) pipe: source ranges with splice, memory
+ * with write. Returns 0, or -EIO when a shard ends early (it shrank under
+ * the mount), or -EAGAIN when the pipe is full: answer by copy then. */
+static int pipe_fill(int wfd, const d9_piece *p, int np) {
+  for (int i = 0; i < np; i++) {
+    loff_t off = (loff_t)p[i].off;
+    size_t left = p[i].len;
+    const char *mem = p[i].mem;
+    while (left > 0) {
+      ssize_t r = mem ? write(wfd, mem, left)
+                      : splice(p[i].fd, &off, wfd, NULL, left, SPLICE_F_NONBLOCK);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return errno == EAGAIN ? -EAGAIN : -EIO;
+      if (r == 0) return -EIO;
+      left -= (size_t)r;
+      if (mem) mem += r;
+    }
+  }
+  return 0;
+}
+
+/* The pieces as one reply in buf, when they cannot be spliced: the memory
+ * pieces already sit in place (pieces of buf, in order), the source ranges
+ * are read into the gaps, then the shards are checked as a pread would
+ * be. Returns 0, -EIO (a shard ended early) or -ESTALE. */
+static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piece *p,
+                         int np) {
+  size_t pos = 0;
+  for (int i = 0; i < np; pos += p[i++].len) {
+    if (p[i].mem) continue;
+    for (size_t done = 0; done < p[i].len;) {
+      ssize_t r = pread(p[i].fd, buf + pos + done, p[i].len - done,
+                        (off_t)(p[i].off + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return -EIO;
+      done += (size_t)r;
+    }
+  }
+  return d9_mount_check_pieces(s->m, idx, p, np);
+}
+
+/* Bytes still in the pipe's read end (0 when it cannot tell). */
+static int pipe_pending(int rfd) {
+  int n = 0;
+  return ioctl(rfd, FIONREAD, &n) == 0 ? n : 0;
 }
 
 /* The node behind an inode, or NULL for an inode we never handed out. */
@@ -154,8 +267,12 @@ static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn) {
-  const fs_state *s = userdata;
+  fs_state *s = userdata;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (s->pipe_size && (conn->capable & FUSE_CAP_SPLICE_WRITE))
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+  else
+    s->pipe_size = 0; /* no splice to the device: copy replies */
   /* libfuse refuses INIT unless this equals the max_read mount option. */
   conn->max_read = s->max_read;
   /* Not min()'d with the kernel's offer: the kernel takes min(bdi
@@ -290,6 +407,30 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   }
 }
 
+/* Answer a read whose pieces include source ranges through this thread's
+ * pipe. Returns 0 once answered, -EAGAIN when the caller should answer by
+ * copy instead (no pipe, or it would overflow), or another -errno for the
+ * caller to answer (the source changed or shrank under the mount). */
+static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, size_t r,
+                         const d9_piece *p, int np) {
+  if (r > s->splice_max || pieces_slots(p, np) + 1 > s->pipe_size / FS_PAGE ||
+      pipe_get(s, b) < 0)
+    return -EAGAIN;
+  int e = pipe_fill(b->pipe[1], p, np);
+  if (!e) e = d9_mount_check_pieces(s->m, idx, p, np); /* after the copy, as pread */
+  if (e) {
+    pipe_close(b); /* drop what was staged; a new pipe next time */
+    return e;
+  }
+  struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r);
+  bv.buf[0].flags = FUSE_BUF_IS_FD;
+  bv.buf[0].fd = b->pipe[0];
+  e = fuse_reply_data(req, &bv, 0);
+  if (e || pipe_pending(b->pipe[0])) /* not all consumed: start clean */
+    pipe_close(b);
+  return 0;
+}
+
 /* Reply contract: exactly the bytes d9_mount_read produced, 0 bytes at or
  * past EOF, or an errno. A short count inside the file would make the kernel
  * shrink its idea of the file size, so it is turned into EIO. */
@@ -320,7 +461,17 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   if (size > n->size - (uint64_t)off) size = (size_t)(n->size - (uint64_t)off);
   void *buf = rbuf_get(s, size);
-  ssize_t r = buf ? d9_mount_read(s->m, idx, (uint64_t)off, size, buf) : -ENOMEM;
+  d9_piece pieces[D9_READ_MAXPIECES];
+  int np = 0, spliced = buf && s->pipe_size && size <= s->splice_max;
+  ssize_t r = !buf     ? -ENOMEM
+              : spliced ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
+                        : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
+  if (r >= 0 && (size_t)r == size && spliced && (np > 1 || (np == 1 && !pieces[0].mem))) {
+    int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, size, pieces, np);
+    if (e == 0) return;
+    if (e == -EAGAIN) e = pieces_to_buf(s, idx, buf, pieces, np); /* answer by copy */
+    if (e) r = e;
+  }
   if (r < 0 || (size_t)r != size) {
     char path[PATH_MAX], why[64];
     node_path(s, idx, path, sizeof path);
@@ -506,8 +657,12 @@ static int mountinfo_find(const char *path, unsigned *maj, unsigned *min) {
  * put its canonical path in real. Returns 0 or -errno with diag set. */
 static int check_mountpoint(const char *mountpoint, char *real, d9_diag *diag) {
   struct stat st, pst;
-  if (stat(mountpoint, &st) < 0) {
-    int e = errno;
+  struct statvfs sv;
+  /* stat() of a dead FUSE mount's root can be answered from the attribute
+   * cache; statfs always asks the (gone) daemon and fails with ENOTCONN */
+  int dead = statvfs(mountpoint, &sv) < 0 && errno == ENOTCONN;
+  if (dead || stat(mountpoint, &st) < 0) {
+    int e = dead ? ENOTCONN : errno;
     if (e == ENOENT) return d9_diag_fail(diag, e, "%s: no such directory", mountpoint);
     if (e == ENOTCONN)
       return d9_diag_fail(diag, e, "%s: stale mount (try fusermount3 -u %s)",
@@ -550,6 +705,20 @@ static void set_readahead(const char *real, unsigned kb, int explicit) {
             kb, strerror(e));
 }
 
+/* The largest pipe an unprivileged process may have (bytes, a power of two
+ * pages), capped at 1 MiB, the largest request; 0 if unknown. */
+static size_t pipe_max_size(void) {
+  FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
+  unsigned long v = 0;
+  if (f) {
+    if (fscanf(f, "%lu", &v) != 1) v = 0;
+    fclose(f);
+  }
+  size_t p = FS_PAGE;
+  while (p * 2 <= v && p * 2 <= (size_t)FS_MAX_READ) p *= 2;
+  return v >= FS_PAGE ? p : 0;
+}
+
 /* fuse_daemonize(), which forks, lets the parent _exit(0) once the child is
  * set up, and points the child's stdio at /dev/null. A log file given as
  * stderr (2>>log) is put back for read-error lines; a tty or a pipe is not,
@@ -585,7 +754,15 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   s.uid = getuid();
   s.gid = getgid();
   clock_gettime(CLOCK_REALTIME, &s.mtime);
-  unsigned kb = o->max_read_kb ? o->max_read_kb : FS_MAX_READ / 1024;
+  if (!o->no_splice) { /* see "Zero-copy replies" above */
+    s.pipe_size = pipe_max_size();
+    s.splice_max = s.pipe_size > 4 * FS_PAGE ? s.pipe_size - 4 * FS_PAGE : 0;
+    if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;
+    if (s.splice_max < FS_MIN_READ) s.pipe_size = s.splice_max = 0;
+  }
+  unsigned kb = o->max_read_kb       ? o->max_read_kb
+                : s.splice_max != 0 ? (unsigned)(s.splice_max / 1024)
+                                    : FS_MAX_READ / 1024;
   s.max_read = kb >= FS_MAX_READ / 1024 ? FS_MAX_READ
                : kb * 1024 < FS_MIN_READ ? FS_MIN_READ : kb * 1024;
   unsigned ra_kb = o->readahead_kb >= 0 ? (unsigned)o->readahead_kb

@@ -20,6 +20,23 @@
 
 #include "dtype.h"
 
+/* A box of a blocked matrix for the 2-D FP8 members: rows x n elements,
+ * dense and row-major (row r of the data at element r * n), its first
+ * element at matrix row i0, column j0; blocks of b0 rows x b1 columns. The
+ * scale (or amax) array is a window of the block grid holding the blocks
+ * the box touches: row r, column j0 + k use entry
+ * ((i0 + r) / b0 - i0 / b0) * lds + (j0 + k) / b1 - j0 / b1, so lds (>= the
+ * number of block columns the box touches) is the window's row stride in
+ * entries. With rows = 1 a member is the d9_cpu_fp8_* function. Members
+ * answer -EINVAL for a negative count, i0 < 0, j0 < 0, b0 <= 0, b1 <= 0,
+ * lds too small, or a NULL pointer with elements to touch; -EOVERFLOW when
+ * rows * n elements do not fit in memory. */
+typedef struct d9_fp8_box {
+  int64_t i0, rows, b0; /* first matrix row, rows, block rows */
+  int64_t j0, n, b1;    /* first matrix column, columns, block columns */
+  int64_t lds;          /* window row stride (entries) */
+} d9_fp8_box;
+
 typedef struct d9_backend {
   const char *name;
   /* Convert n elements from src (type st) to dst (type dt). Both castable
@@ -29,6 +46,33 @@ typedef struct d9_backend {
   /* dst[i] = cast_dt( f32(src[i]) * a + b ), computed in F32. */
   int (*affine)(void *dst, d9_dtype dt, const void *src, d9_dtype st,
                 int64_t n, float a, float b);
+
+  /* ---- optional members: NULL = not provided (the CPU backend leaves
+   * them NULL; the caller then uses the d9_cpu_fp8_* functions below row by
+   * row, or its own loop). A backend that has them may still answer an
+   * error other than -EINVAL / -EOVERFLOW (-EIO, -ENOMEM, -ENOTSUP) for a
+   * call it cannot run; the caller then computes that call on the CPU.
+   * -EINVAL / -EOVERFLOW are for arguments the CPU functions reject too. */
+
+  /* FP8 block dequant of a box (see d9_fp8_box): for each row r,
+   * d9_cpu_fp8_dequant(dst + r*n F32, w + r*n, wt, scale row of r, j0, n,
+   * b1), same bits. dst may have any alignment. */
+  int (*fp8_dequant)(void *dst, const uint8_t *w, d9_dtype wt,
+                     const float *scale, const d9_fp8_box *box);
+  /* FP8 block amax of a box: d9_cpu_fp8_amax row by row into the amax
+   * window, accumulating; same bits when every amax entry is >= 0 or NaN
+   * on entry (a negative entry gives -ENOTSUP). */
+  int (*fp8_amax)(float *amax, const float *x, const d9_fp8_box *box);
+  /* FP8 block quant of a box: d9_cpu_fp8_quant row by row, same bits. */
+  int (*fp8_quant)(uint8_t *dst, const float *x, const float *scale,
+                   const d9_fp8_box *box);
+  /* Batched transpose of the last two dims: src [batch, rows, cols] ->
+   * dst [batch, cols, rows], elements of es bytes, copied bit for bit:
+   * dst[(b*cols + c)*rows + r] = src[(b*rows + r)*cols + c]. Any alignment;
+   * no overlap. -EINVAL for a negative count or a NULL pointer with
+   * elements to move; -ENOTSUP for an element size the backend lacks. */
+  int (*transpose)(void *dst, const void *src, size_t es, int64_t batch,
+                   int64_t rows, int64_t cols);
 } d9_backend;
 
 /* The CPU backend; always present. Borrowed, static lifetime. */

@@ -297,9 +297,8 @@ void d9_catalog_close(d9_catalog *c) {
   free(c);
 }
 
-int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {
+int d9_catalog_check(const d9_catalog *c, int s) {
   const d9_shard *sh = &c->shards[s];
-  int rc = pread_full(sh->fd, buf, n, off);
   struct stat now;
   if (fstat(sh->fd, &now)) return -EIO;
   if (now.st_size != sh->st.st_size || now.st_mtim.tv_sec != sh->st.st_mtim.tv_sec ||
@@ -310,5 +309,11 @@ int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n, uint64_t o
   if (fstatat(c->dirfd, sh->name, &path_st, 0) || path_st.st_ino != sh->st.st_ino ||
       path_st.st_dev != sh->st.st_dev)
     return -ESTALE;
-  return rc;
+  return 0;
+}
+
+int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {
+  int rc = pread_full(c->shards[s].fd, buf, n, off);
+  int st = d9_catalog_check(c, s);
+  return st ? st : rc;
 }

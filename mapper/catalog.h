@@ -66,6 +66,10 @@ const d9_src_tensor *d9_catalog_find(const d9_catalog *c, const char *name);
 int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n,
                      uint64_t off);
 
+/* 0 if shard s is still the file catalogued at mount (same size, mtime and
+ * inode behind its name), else -ESTALE (-EIO if it cannot be checked). */
+int d9_catalog_check(const d9_catalog *c, int s);
+
 /* Open a regular file of the source directory by its relative path (no
  * leading '/', no '.' or '..' component, nothing resolving outside the
  * directory through a symlink). Returns an fd or -errno with diag set. */

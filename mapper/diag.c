@@ -41,3 +41,26 @@ void d9_diag_clear(d9_diag *d) {
     d->msg[0] = 0;
   }
 }
+
+void d9_diag_show(char *dst, size_t cap, const char *s) {
+  size_t o = 0, i = 0;
+  for (; s[i] && i < D9_DIAG_SHOW_MAX && o + 8 < cap; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) {
+      static const char hex[] = "0123456789abcdef";
+      dst[o++] = '\\';
+      dst[o++] = 'x';
+      dst[o++] = hex[c >> 4];
+      dst[o++] = hex[c & 15];
+    } else {
+      dst[o++] = (char)c;
+    }
+  }
+  if (s[i]) { /* cut: drop a partial UTF-8 sequence, then mark the cut */
+    while (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0x80) o--;
+    if (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0xC0) o--;
+    memcpy(dst + o, "...", 3);
+    o += 3;
+  }
+  dst[o] = 0;
+}

@@ -32,6 +32,12 @@ void d9_diag_prefix(d9_diag *d, const char *fmt, ...)
 
 void d9_diag_clear(d9_diag *d);
 
+/* Copy outside text s (a tensor name, a key) into dst for a message:
+ * control bytes as \xNN, at most D9_DIAG_SHOW_MAX bytes of s, cut on a
+ * UTF-8 character boundary and marked "...". Always NUL-terminates. */
+#define D9_DIAG_SHOW_MAX 120
+void d9_diag_show(char *dst, size_t cap, const char *s);
+
 /* "what: no such file or directory" - strerror(err) lowercased, as the
  * message style asks. Returns -err. */
 int d9_diag_errno(d9_diag *d, int err, const char *what);

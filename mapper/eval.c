@@ -41,7 +41,25 @@ static int fill_source(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t
     rc->failed_src = t;
     return -EIO;
   }
-  int r = d9_catalog_pread(rc->cat, t->shard, out, n, t->offset + (uint64_t)start * es);
+  uint64_t off = t->offset + (uint64_t)start * es;
+  unsigned char *o = out;
+  if (rc->refs && rc->defer && n >= D9_REF_MIN && o >= rc->out_lo &&
+      n <= (size_t)(rc->out_hi - o)) {
+    size_t at = (size_t)(o - rc->out_lo);
+    d9_ref *last = rc->nrefs ? &rc->refs[rc->nrefs - 1] : NULL;
+    if (last && last->shard == t->shard && last->off + last->len == off &&
+        last->at + last->len == at) {
+      last->len += n;
+      rc->src_bytes += n;
+      return 0;
+    }
+    if (rc->nrefs < rc->maxrefs) {
+      rc->refs[rc->nrefs++] = (d9_ref){t->shard, off, n, at};
+      rc->src_bytes += n;
+      return 0;
+    }
+  }
+  int r = d9_catalog_pread(rc->cat, t->shard, out, n, off);
   if (r) {
     rc->failed_src = t;
     return r;
@@ -112,6 +130,22 @@ static int fill_cast(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t c
   return r;
 }
 
+/* The ops that compute: their inputs are read now (rc->defer off), since
+ * the bytes they read are not the bytes they reply. */
+static int fill_compute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                        void *out) {
+  switch (x->op) {
+    case D9_OP_CAST: return fill_cast(rc, x, start, count, out);
+    case D9_OP_PERMUTE: return d9_fill_permute(rc, x, start, count, out);
+    case D9_OP_DEQUANT: return d9_fill_dequant(rc, x, start, count, out);
+    case D9_OP_QUANT_W:
+    case D9_OP_QUANT_S: return d9_fill_quant(rc, x, start, count, out);
+    case D9_OP_AFFINE: return d9_fill_affine(rc, x, start, count, out);
+    case D9_OP_PAD: return d9_fill_pad(rc, x, start, count, out);
+    default: return -EINVAL;
+  }
+}
+
 int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out) {
   if (count <= 0) return 0;
   if (start < 0 || start > x->numel - count) return -EINVAL;
@@ -120,15 +154,14 @@ int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count
     case D9_OP_RESHAPE: return d9_eval_fill(rc, x->in[0], start, count, out);
     case D9_OP_CONCAT: return fill_concat(rc, x, start, count, out);
     case D9_OP_SLICE: return fill_slice(rc, x, start, count, out);
-    case D9_OP_CAST: return fill_cast(rc, x, start, count, out);
-    case D9_OP_PERMUTE: return d9_fill_permute(rc, x, start, count, out);
-    case D9_OP_DEQUANT: return d9_fill_dequant(rc, x, start, count, out);
-    case D9_OP_QUANT_W:
-    case D9_OP_QUANT_S: return d9_fill_quant(rc, x, start, count, out);
-    case D9_OP_AFFINE: return d9_fill_affine(rc, x, start, count, out);
-    case D9_OP_PAD: return d9_fill_pad(rc, x, start, count, out);
+    default: {
+      int defer = rc->defer;
+      rc->defer = 0;
+      int r = fill_compute(rc, x, start, count, out);
+      rc->defer = defer;
+      return r;
+    }
   }
-  return -EINVAL;
 }
 
 /* Bytes [tb, te) of extent e's tensor into out. Whole elements go straight
@@ -181,6 +214,9 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
     return (ssize_t)n;
   }
   if (vf->kind == D9_VF_COPY) return read_copy(vf, off, n, out);
+  rc->defer = rc->refs != NULL;
+  rc->out_lo = out;
+  rc->out_hi = out + n;
   uint64_t end = off + n;
   if (off < vf->header_len) {
     uint64_t h = end < vf->header_len ? end : vf->header_len;
@@ -200,4 +236,18 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
     if (r) return r;
   }
   return (ssize_t)n;
+}
+
+int d9_eval_pieces(const d9_read_ctx *rc, unsigned char *buf, size_t r,
+                   d9_piece pieces[D9_READ_MAXPIECES]) {
+  int np = 0;
+  size_t pos = 0; /* reply bytes described so far; refs come in reply order */
+  for (int i = 0; i < rc->nrefs; i++) {
+    const d9_ref *f = &rc->refs[i];
+    if (f->at > pos) pieces[np++] = (d9_piece){buf + pos, -1, -1, 0, f->at - pos};
+    pieces[np++] = (d9_piece){NULL, rc->cat->shards[f->shard].fd, f->shard, f->off, f->len};
+    pos = f->at + f->len;
+  }
+  if (r > pos || np == 0) pieces[np++] = (d9_piece){buf + pos, -1, -1, 0, r - pos};
+  return np;
 }

@@ -29,6 +29,18 @@ typedef struct d9_faults {
   _Atomic uint64_t preads, allocs;
 } d9_faults;
 
+/* Zero-copy reads: a run of at least D9_REF_MIN source bytes that lands in
+ * the reply unchanged (through rename, reshape, concat, slice only) is
+ * recorded as a reference instead of being read; the front end then moves
+ * it from the source file to the kernel with splice (d9_eval_pieces). */
+enum { D9_REF_MIN = 32 * 1024 }; /* bytes; shorter runs are read with pread */
+typedef struct d9_ref {
+  int shard;       /* catalog shard index */
+  uint64_t off;    /* absolute file offset */
+  size_t len;      /* bytes */
+  size_t at;       /* offset in the reply */
+} d9_ref;
+
 typedef struct d9_read_ctx {
   const d9_catalog *cat;
   const d9_backend *be;
@@ -39,6 +51,10 @@ typedef struct d9_read_ctx {
   const d9_src_tensor *failed_src;  /* set on a source error */
   const d9_target *failed_target;   /* set on any tensor error */
   d9_faults *faults;                /* NULL = no injection */
+  d9_ref *refs;                     /* caller's array of maxrefs; NULL = read everything */
+  int nrefs, maxrefs;
+  int defer;                        /* 1 while filling the reply through layout ops only */
+  unsigned char *out_lo, *out_hi;   /* the reply buffer of d9_eval_read */
 } d9_read_ctx;
 
 /* Fill elements [start, start+count) of x into out. 0 or -errno. */
@@ -60,5 +76,11 @@ void d9_scratch_pop(d9_read_ctx *rc, void *p, size_t n);
 /* Bytes [off, off+n) of vf into buf. Returns the count (short only at
  * EOF) or -errno. */
 ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n, void *buf);
+
+/* After d9_eval_read(rc, vf, off, n, buf) returned r >= 0 with rc->refs
+ * set: the reply, bytes [0, r), as pieces of buf and the recorded source
+ * refs, in order (see d9_mount_read_pieces). Returns the piece count. */
+int d9_eval_pieces(const d9_read_ctx *rc, unsigned char *buf, size_t r,
+                   d9_piece pieces[D9_READ_MAXPIECES]);
 
 #endif

@@ -16,6 +16,8 @@ typedef struct builder {
   int cap;
   uint8_t *used; /* per catalog tensor: consumed by a rule */
   d9_diag *diag;
+  int npending;  /* inputs of the instance being built, marked used on success */
+  int pending[64];
 } builder;
 
 /* Named values inside one rule instance. */
@@ -148,6 +150,44 @@ static d9_node *view_rows(d9_arena *a, d9_node *x, int64_t group, const char *wh
   return d9_node_reshape(a, x, sh, x->ndim + 1, where, diag);
 }
 
+/* Arguments that only --reverse uses ("sizes" of a concat, "from_rows",
+ * "from_shape") must describe the forward input truly, or the reverse would
+ * cut wrong shapes silently. key names a list (sizes along dim of each
+ * input, or x's shape when dim < 0) or, for "from_rows", x's dim 0. */
+static int check_reverse_arg(builder *b, const d9_step *st, const char *key, d9_node **x,
+                             int nx, int dim, const char *where) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(st->j, key), *e;
+  if (!v) return 0;
+  int64_t want[D9_MAX_DIMS > 64 ? D9_MAX_DIMS : 64], got;
+  int n = 0;
+  if (!strcmp(key, "from_rows")) {
+    want[n++] = x[0]->ndim ? x[0]->shape[0] : 0;
+  } else if (dim >= 0) {
+    for (int i = 0; i < nx && n < 64; i++) want[n++] = x[i]->shape[dim];
+  } else {
+    for (int i = 0; i < x[0]->ndim; i++) want[n++] = x[0]->shape[i];
+  }
+  int count = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
+  if (count != n)
+    return d9_diag_fail(b->diag, EINVAL, "%s: \"%s\" lists %d values, the input has %d", where,
+                        key, count, n);
+  int i = 0;
+  if (!cJSON_IsArray(v)) {
+    if (d9_spec_int(b->s, b->c->config, v, st->where, &got, b->diag)) return -EINVAL;
+    if (got != want[0]) goto bad;
+    return 0;
+  }
+  cJSON_ArrayForEach(e, v) {
+    if (d9_spec_int(b->s, b->c->config, e, st->where, &got, b->diag)) return -EINVAL;
+    if (got != want[i] && !(got == -1 && dim < 0)) goto bad;
+    i++;
+  }
+  return 0;
+bad:
+  return d9_diag_fail(b->diag, EINVAL, "%s: \"%s\" value %d is %lld but the input has %lld "
+                      "(--reverse relies on it)", where, key, i, (long long)got, (long long)want[i]);
+}
+
 /* Run one step: inputs x[0..nx) -> outputs y[0..*ny). */
 static int run_step(builder *b, const d9_step *st, d9_node **x, int nx, d9_node **y, int *ny,
                     const char *where) {
@@ -176,6 +216,11 @@ static int run_step(builder *b, const d9_step *st, d9_node **x, int nx, d9_node 
     case D9_STEP_STACK:
       if (step_int(b, st, "dim", 1, 0, &dim)) return -EINVAL;
       if (dim < -D9_MAX_DIMS || dim > D9_MAX_DIMS) goto bad_dim;
+      if (st->kind == D9_STEP_CONCAT && nx > 0) {
+        int d;
+        if (norm_dim(dim, x[0]->ndim, 0, &d)) goto bad_dim;
+        if (check_reverse_arg(b, st, "sizes", x, nx, d, where)) return -EINVAL;
+      }
       *ny = 1;
       y[0] = st->kind == D9_STEP_CONCAT ? d9_node_concat(a, x, nx, (int)dim, where, diag)
                                         : d9_node_stack(a, x, nx, (int)dim, where, diag);
@@ -246,6 +291,7 @@ static int run_step(builder *b, const d9_step *st, d9_node **x, int nx, d9_node 
       if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > D9_MAX_DIMS)
         return d9_diag_fail(diag, EINVAL, "%s: %s: \"shape\" must be a list of at most %d sizes",
                             b->s->path, st->where, D9_MAX_DIMS);
+      if (check_reverse_arg(b, st, "from_shape", x, 1, -1, where)) return -EINVAL;
       int64_t shape[D9_MAX_DIMS];
       int n = 0;
       cJSON_ArrayForEach(e, sh) {
@@ -397,6 +443,7 @@ static int run_step(builder *b, const d9_step *st, d9_node **x, int nx, d9_node 
     case D9_STEP_TRUNCATE: {
       if (nx != 1) goto want_one;
       int64_t rows = 0, mult = 0, have = x[0]->ndim ? x[0]->shape[0] : 0;
+      if (check_reverse_arg(b, st, "from_rows", x, 1, 0, where)) return -EINVAL;
       if (cJSON_GetObjectItemCaseSensitive(st->j, "rows")) {
         if (step_int(b, st, "rows", 0, 0, &rows)) return -EINVAL;
       } else if (st->kind == D9_STEP_PAD) {
@@ -446,11 +493,32 @@ bad_dim:
   return d9_diag_fail(diag, EINVAL, "%s: dim %lld out of range", where, (long long)dim);
 }
 
+static int ignored(const d9_spec *s, const char *name) {
+  for (int i = 0; i < s->nignore; i++) {
+    d9_caps caps = {0};
+    if (d9_pattern_match(s->ignore[i], name, &caps)) return 1;
+  }
+  return 0;
+}
+
+/* In lenient mode a failed instance is recorded in the report and skipped;
+ * in strict mode it fails the build. */
+static int soft(builder *b, int rc) {
+  if (!rc || !b->s->lenient || rc == -ENOMEM) return rc;
+  if (b->g->nreport < D9_REPORT_MAX) {
+    char *m = d9_arena_strdup(b->g->arena, b->diag && b->diag->set ? b->diag->msg : "error");
+    if (m) b->g->report[b->g->nreport++] = m;
+  }
+  d9_diag_clear(b->diag);
+  return 0;
+}
+
 /* Run rule r's chain for one instance: the driver drv and the captures in
  * caps. When the rule unstacks (unstack_idx >= 0), every input is first cut
  * to its slice unstack_idx along dim 0. outs[o] receives the node of output o. */
 static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                         int64_t unstack_idx, d9_node **outs) {
+  b->npending = 0;
   char name[D9_NAME_MAX], where[D9_NAME_MAX + 256];
   env e = {0};
   d9_arena *a = b->g->arena;
@@ -464,11 +532,11 @@ static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_sr
         return d9_diag_fail(b->diag, EINVAL, "%s: input '%s' uses a capture the first input "
                             "does not have", where, r->in_names[i]);
       if (rc < 0) return d9_diag_fail(b->diag, EINVAL, "%s: input name too long", where);
-      if (!(t = d9_catalog_find(b->c, name)))
-        return d9_diag_fail(b->diag, ENOENT, "%s: missing input '%s' (%s)", where, name,
-                            r->in_names[i]);
+      if (!(t = d9_catalog_find(b->c, name)) || ignored(b->s, name))
+        return d9_diag_fail(b->diag, ENOENT, "%s: missing input '%s' (%s)%s", where, name,
+                            r->in_names[i], t ? ": it is ignored by the spec" : "");
     }
-    b->used[t - b->c->tensors] = 1;
+    if (b->npending < 64) b->pending[b->npending++] = (int)(t - b->c->tensors);
     d9_node *x = d9_node_source(a, t);
     if (x && unstack_idx >= 0) {
       int64_t sh[D9_MAX_DIMS];
@@ -542,6 +610,12 @@ static int emit(builder *b, const d9_rule *r, int o, d9_caps *caps, d9_node *x, 
   return add_target(b, name, x, r, group);
 }
 
+/* Mark the inputs of the instance just built as consumed. */
+static void commit_used(builder *b) {
+  for (int i = 0; i < b->npending; i++) b->used[b->pending[i]] = 1;
+  b->npending = 0;
+}
+
 /* One plain instance (or, with "unstack", one per slice of the driver). */
 static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                        int group) {
@@ -550,6 +624,7 @@ static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src
     if (run_instance(b, r, caps, drv, -1, outs)) return -EINVAL;
     for (int o = 0; o < r->nout; o++)
       if (emit(b, r, o, caps, outs[o], group, drv->name)) return -EINVAL;
+    commit_used(b);
     return 0;
   }
   if (drv->ndim < 1 || drv->shape[0] < 1 || drv->shape[0] > 4096)
@@ -566,6 +641,7 @@ static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src
     if (run_instance(b, r, &c2, drv, i, outs)) return -EINVAL;
     for (int o = 0; o < r->nout; o++)
       if (emit(b, r, o, &c2, outs[o], group, drv->name)) return -EINVAL;
+    commit_used(b);
   }
   return 0;
 }
@@ -592,34 +668,46 @@ static int expand_over(builder *b, const d9_rule *r, over_inst *v, int n) {
     const char *val = d9_caps_get(&v[i].caps, r->over, &len);
     char buf[32], *end;
     if (!val || len == 0 || len >= sizeof buf)
-      return d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': no capture '%s' to stack over",
-                          b->s->path, r->where, v[i].drv->name, r->over);
+      return soft(b, d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': no capture '%s' to stack over",
+                          b->s->path, r->where, v[i].drv->name, r->over));
     memcpy(buf, val, len);
     buf[len] = 0;
     v[i].key = strtoll(buf, &end, 10);
     if (*end || v[i].key < 0)
-      return d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': capture %s='%s' is not an index",
-                          b->s->path, r->where, v[i].drv->name, r->over, buf);
+      return soft(b, d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': capture %s='%s' is not an index",
+                          b->s->path, r->where, v[i].drv->name, r->over, buf));
     char miss[D9_CAP_NAME_MAX];
     if (d9_pattern_fill(r->out_pats[0], &v[i].caps, v[i].group, sizeof v[i].group, miss) < 0)
-      return d9_diag_fail(b->diag, EINVAL, "%s: %s: output pattern '%s' cannot be filled",
-                          b->s->path, r->where, r->out_pats[0]);
+      return soft(b, d9_diag_fail(b->diag, EINVAL, "%s: %s: output pattern '%s' cannot be filled",
+                          b->s->path, r->where, r->out_pats[0]));
   }
   qsort(v, (size_t)n, sizeof *v, cmp_over);
   for (int g0 = 0, g1; g0 < n; g0 = g1) {
-    for (g1 = g0; g1 < n && !strcmp(v[g1].group, v[g0].group); g1++)
-      if (v[g1].key != g1 - g0)
-        return d9_diag_fail(b->diag, ENOENT, "%s: %s: stacking over %s for '%s': index %d is "
-                            "missing (found %lld)", b->s->path, r->where, r->over, v[g0].group,
-                            g1 - g0, v[g1].key);
-    int cnt = g1 - g0;
-    d9_node **per = calloc((size_t)cnt * (size_t)r->nout + 1, sizeof *per);
-    if (!per) return d9_diag_fail(b->diag, ENOMEM, "out of memory");
     int rc = 0;
+    for (g1 = g0; g1 < n && !strcmp(v[g1].group, v[g0].group); g1++)
+      if (!rc && v[g1].key != g1 - g0)
+        rc = d9_diag_fail(b->diag, ENOENT, "%s: %s: stacking over %s for '%s': index %d is "
+                          "missing (found %lld)", b->s->path, r->where, r->over, v[g0].group,
+                          g1 - g0, v[g1].key);
+    /* each group stands alone: in lenient mode a failed one is reported and
+     * the others are still built */
+    if (rc) {
+      if ((rc = soft(b, rc))) return rc;
+      continue;
+    }
+    int cnt = g1 - g0, nused = 0;
+    d9_node **per = calloc((size_t)cnt * (size_t)r->nout + 1, sizeof *per);
+    int *used = calloc((size_t)cnt * 64 + 1, sizeof *used);
+    if (!per || !used) {
+      free(per);
+      free(used);
+      return d9_diag_fail(b->diag, ENOMEM, "out of memory");
+    }
     for (int i = 0; i < cnt && !rc; i++) {
       d9_node *outs[64];
       rc = run_instance(b, r, &v[g0 + i].caps, v[g0 + i].drv, -1, outs);
       for (int o = 0; o < r->nout && !rc; o++) per[o * cnt + i] = outs[o];
+      for (int k = 0; !rc && k < b->npending; k++) used[nused++] = b->pending[k];
     }
     int group = b->g->ngroups++;
     for (int o = 0; o < r->nout && !rc; o++) {
@@ -628,21 +716,11 @@ static int expand_over(builder *b, const d9_rule *r, over_inst *v, int n) {
       d9_node *st = d9_node_stack(b->g->arena, per + o * cnt, cnt, 0, where, b->diag);
       rc = st ? emit(b, r, o, &v[g0].caps, st, group, v[g0].drv->name) : -EINVAL;
     }
+    for (int k = 0; !rc && k < nused; k++) b->used[used[k]] = 1;
     free(per);
-    if (rc) return rc;
+    free(used);
+    if ((rc = soft(b, rc))) return rc;
   }
-  return 0;
-}
-
-/* In lenient mode a failed instance is recorded in the report and skipped;
- * in strict mode it fails the build. */
-static int soft(builder *b, int rc) {
-  if (!rc || !b->s->lenient || rc == -ENOMEM) return rc;
-  if (b->g->nreport < D9_REPORT_MAX) {
-    char *m = d9_arena_strdup(b->g->arena, b->diag && b->diag->set ? b->diag->msg : "error");
-    if (m) b->g->report[b->g->nreport++] = m;
-  }
-  d9_diag_clear(b->diag);
   return 0;
 }
 
@@ -652,13 +730,6 @@ static int tied_flag(builder *b, const d9_rule *r, int64_t *flag) {
   return rc;
 }
 
-static int ignored(const d9_spec *s, const char *name) {
-  for (int i = 0; i < s->nignore; i++) {
-    d9_caps caps = {0};
-    if (d9_pattern_match(s->ignore[i], name, &caps)) return 1;
-  }
-  return 0;
-}
 
 /* The flag says tied and the checkpoint has its own output tensor anyway:
  * refuse when it cannot be the same tensor (shape or dtype differ). Values
@@ -670,8 +741,10 @@ static int check_tied(builder *b, const d9_rule *r) {
   const d9_src_tensor *emb = d9_catalog_find(b->c, r->tied_from);
   if (!own || !emb) return 0;
   if (own->dtype == emb->dtype && own->ndim == emb->ndim &&
-      !memcmp(own->shape, emb->shape, sizeof(int64_t) * (size_t)own->ndim))
+      !memcmp(own->shape, emb->shape, sizeof(int64_t) * (size_t)own->ndim)) {
+    b->g->nshadowed++; /* served as is; --reverse will drop it (the flag says tied) */
     return 0;
+  }
   char s1[160], s2[160];
   return d9_diag_fail(b->diag, EINVAL, "%s: %s: '%s' is set but '%s' (%s %s) differs from '%s' "
                       "(%s %s)", b->s->path, r->where, r->tied_if, own->name,
@@ -728,7 +801,7 @@ static int expand_rule(builder *b, const d9_rule *r) {
     }
     matched++;
   }
-  if (r->over && !rc && matched) rc = soft(b, expand_over(b, r, ov, matched));
+  if (r->over && !rc && matched) rc = expand_over(b, r, ov, matched);
   free(ov);
   if (!rc && matched && r->tied_from) rc = soft(b, check_tied(b, r));
   if (rc || matched) return rc;
@@ -763,7 +836,7 @@ static int cmp_target(const void *x, const void *y) {
 }
 
 int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_diag *diag) {
-  builder b = {s, c, NULL, 0, NULL, diag};
+  builder b = {.s = s, .c = c, .diag = diag};
   int rc = -ENOMEM;
   if (!(b.g = calloc(1, sizeof *b.g)) || !(b.g->arena = d9_arena_create()) ||
       !(b.used = calloc((size_t)c->ntensors + 1, 1))) {
@@ -789,7 +862,8 @@ int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_dia
       if (rc) goto fail;
     }
   }
-  qsort(b.g->targets, (size_t)b.g->ntargets, sizeof *b.g->targets, cmp_target);
+  if (b.g->ntargets) /* qsort(NULL, 0) is undefined: no rule made a target */
+    qsort(b.g->targets, (size_t)b.g->ntargets, sizeof *b.g->targets, cmp_target);
   for (int i = 0; i + 1 < b.g->ntargets; i++) {
     const d9_target *x = &b.g->targets[i], *y = &b.g->targets[i + 1];
     if (!strcmp(x->name, y->name)) {

@@ -30,6 +30,7 @@ typedef struct d9_graph {
   d9_target *targets;    /* sorted by name (natural order) after build */
   int ngroups;
   int nignored;          /* source tensors dropped by "ignore" patterns */
+  int nshadowed;         /* explicit tensors of tied rules whose flag is set: --reverse drops them */
   int nreport;           /* lenient mode: findings that did not stop the build */
   const char *report[D9_REPORT_MAX]; /* one line each, arena-owned */
 } d9_graph;

@@ -32,36 +32,12 @@
 
 enum {
   D9_JSON_INEXACT = 1 << 12, /* private cJSON type bit, see the top */
-  NUM_MAX_CHARS = 63,        /* cJSON copies at most 63 number chars */
-  SHOW_MAX = 120             /* bytes of a key quoted in a message */
+  NUM_MAX_CHARS = 63         /* cJSON copies at most 63 number chars */
 };
 
 /* ---- messages ---- */
 
-/* Copy s into dst for a message: control bytes as \xNN, at most SHOW_MAX
- * bytes of input, cut on a UTF-8 character boundary. */
-static void show(char *dst, size_t cap, const char *s) {
-  size_t o = 0, i = 0;
-  for (; s[i] && i < SHOW_MAX && o + 8 < cap; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f) {
-      static const char hex[] = "0123456789abcdef";
-      dst[o++] = '\\';
-      dst[o++] = 'x';
-      dst[o++] = hex[c >> 4];
-      dst[o++] = hex[c & 15];
-    } else {
-      dst[o++] = (char)c;
-    }
-  }
-  if (s[i]) { /* cut: drop a partial UTF-8 sequence, then mark the cut */
-    while (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0x80) o--;
-    if (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0xC0) o--;
-    memcpy(dst + o, "...", 3);
-    o += 3;
-  }
-  dst[o] = 0;
-}
+static void show(char *dst, size_t cap, const char *s) { d9_diag_show(dst, cap, s); }
 
 /* ---- pass 1: UTF-8 and NUL ---- */
 
@@ -439,7 +415,7 @@ static int walk_tree(cJSON *root, int max_depth, const scan *sc) {
           if (!strcmp(keys[i - 1], keys[i])) dup = keys[i];
       }
       if (dup) {
-        char k[SHOW_MAX * 4 + 8];
+        char k[D9_DIAG_SHOW_MAX * 4 + 8];
         show(k, sizeof k, dup);
         rc = d9_diag_fail(sc->diag, EINVAL, "%s: duplicate key '%s'", sc->what, k);
         goto out;

@@ -211,16 +211,17 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
   m->spec->lenient = o->lenient;
+  if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
+  if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
-    if ((rc = d9_spec_reverse(m->fwd_spec, &m->spec, diag))) {
+    if ((rc = d9_spec_resolve_params(m->fwd_spec, m->cat->config, diag)) ||
+        (rc = d9_spec_reverse(m->fwd_spec, m->cat->config, &m->spec, diag))) {
       m->spec = NULL;
       goto fail;
     }
   }
   if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
-  if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
-  if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
   if ((rc = d9_plan_build(m->spec, m->cat, m->graph->targets, m->graph->ntargets, &m->plan,
@@ -306,15 +307,21 @@ static void pool_put(d9_mount *m, unsigned char *p) {
   free(p);
 }
 
-ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
+/* d9_mount_read, and d9_mount_read_pieces when pieces is set. */
+static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
+                          d9_piece *pieces, int *npieces) {
   const d9_vnode *v = d9_mount_node(m, idx);
+  if (npieces) *npieces = 0;
   if (!v) return -EINVAL;
   if (v->kind == D9_NODE_DIR) return -EISDIR;
   const d9_vfile *vf = m->vfile_of[idx];
   if (v->kind == D9_NODE_DYNAMIC || !vf) return -EINVAL;
+  d9_ref refs[D9_READ_MAXREFS];
   d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
   if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
+  if (pieces) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS;
   ssize_t r = d9_eval_read(&rc, vf, off, n, buf);
+  if (pieces && r >= 0) *npieces = d9_eval_pieces(&rc, buf, (size_t)r, pieces);
   pool_put(m, rc.scratch);
   atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->bytes_read_source, rc.src_bytes, memory_order_relaxed);
@@ -334,9 +341,34 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
   return r;
 }
 
+ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf) {
+  return mount_read(m, idx, off, n, buf, NULL, NULL);
+}
+
+ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
+                             d9_piece pieces[D9_READ_MAXPIECES], int *npieces) {
+  return mount_read(m, idx, off, n, buf, pieces, npieces);
+}
+
+int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npieces) {
+  for (int i = 0; i < npieces; i++) {
+    if (pieces[i].mem || pieces[i].shard < 0 || pieces[i].shard >= m->cat->nshards) continue;
+    int e = d9_catalog_check(m->cat, pieces[i].shard);
+    if (!e) continue;
+    const d9_vfile *vf = idx >= 0 && idx < m->nnodes ? m->vfile_of[idx] : NULL;
+    atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
+    fprintf(stderr, "d9dfs: read %s: source shard %s changed under the mount: %s\n",
+            vf ? vf->name : "-", m->cat->shards[pieces[i].shard].name, strerror(-e));
+    return e;
+  }
+  return 0;
+}
+
 int d9_mount_nlossy(const d9_mount *m) { return m->spec->nlossy; }
 
 int d9_mount_nignored(const d9_mount *m) { return m->graph->nignored; }
+
+int d9_mount_nshadowed(const d9_mount *m) { return m->graph->nshadowed; }
 
 const char *d9_mount_lossy(const d9_mount *m, int i) {
   return i >= 0 && i < m->spec->nlossy ? m->spec->lossy[i] : NULL;

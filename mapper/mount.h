@@ -78,6 +78,31 @@ int d9_mount_resolve(const d9_mount *m, const char *path);
  * changed under the mount, -ENOMEM). Thread-safe. */
 ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf);
 
+/* The zero-copy form of d9_mount_read. Bytes that the read would copy
+ * unchanged from the source (a renamed, reshaped, concatenated or sliced
+ * tensor, in runs of at least 32 KiB) are not read but described: on
+ * success pieces[0 .. *npieces) are, in order, exactly the r bytes that
+ * d9_mount_read would put in buf, each either memory (mem points into buf)
+ * or a source range (mem is NULL: len bytes at offset off of the open,
+ * read-only shard file fd, e.g. for splice(2)). buf is left undefined
+ * under source pieces. Once the source ranges are copied, call
+ * d9_mount_check_pieces: the copy is valid only if it returns 0, as
+ * d9_mount_read checks its own preads. Same return values as
+ * d9_mount_read. Thread-safe. */
+enum { D9_READ_MAXREFS = 16, D9_READ_MAXPIECES = 2 * D9_READ_MAXREFS + 1 };
+typedef struct d9_piece {
+  const void *mem;  /* inside buf, or NULL for a source range */
+  int fd;           /* source range: the shard (borrowed; open while the mount lives) */
+  int shard;        /* source range: catalog shard index, for the check */
+  uint64_t off;     /* source range: file offset, bytes */
+  size_t len;       /* bytes */
+} d9_piece;
+ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
+                             d9_piece pieces[D9_READ_MAXPIECES], int *npieces);
+/* 0 if every shard behind the source pieces is unchanged since the mount,
+ * else -ESTALE or -EIO (counted as a read error and logged). */
+int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npieces);
+
 /* Render a D9_NODE_DYNAMIC node's current content into a malloc'd buffer
  * (caller frees). Returns 0 or -errno. */
 int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len);

@@ -127,7 +127,10 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
                       &r->nexclude, &r->exclude, diag)))
     return rc;
   for (int i = 0; i < r->nexclude; i++)
-    if ((rc = d9_pattern_check(r->exclude[i], r->where, diag))) return rc;
+    if ((rc = d9_pattern_check(r->exclude[i], r->where, diag))) {
+      d9_diag_prefix(diag, "%s", s->path); /* messages name the spec file */
+      return rc;
+    }
   static const char *const capkeys[] = {"over", "unstack"};
   for (int k = 0; k < 2; k++) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, capkeys[k]);
@@ -350,7 +353,10 @@ static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int nee
                         "gated, vocab or expert", s->path, where);
   if (need_pattern && !p->pattern)
     return d9_diag_fail(diag, EINVAL, "%s: %s: needs a \"pattern\"", s->path, where);
-  if (p->pattern && (rc = d9_pattern_check(p->pattern, where, diag))) return rc;
+  if (p->pattern && (rc = d9_pattern_check(p->pattern, where, diag))) {
+    d9_diag_prefix(diag, "%s", s->path); /* messages name the spec file */
+    return rc;
+  }
   if (p->style == D9_PAR_QKV && !p->groups)
     return d9_diag_fail(diag, EINVAL, "%s: %s: style qkv needs \"groups\" (the KV group count)",
                         s->path, where);
@@ -382,7 +388,7 @@ static int parse_parallel_defaults(d9_spec *s, d9_diag *diag) {
   d9_pipeline *p = &s->pipeline;
   p->layers = str_or_null(cJSON_GetObjectItemCaseSensitive(pl, "layers"));
   p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(pl, "renumber"));
-  if (!p->layers || d9_pattern_check(p->layers, "pipeline.layers", diag))
+  if (!p->layers || d9_pattern_check(p->layers, "pipeline.layers", NULL))
     return d9_diag_fail(diag, EINVAL, "%s: pipeline.layers: want a pattern with one capture "
                         "for the layer index, like \"decoder.layers.{L}.{rest*}\"", s->path);
   const char *b = strchr(p->layers, '{');
@@ -423,6 +429,10 @@ int d9_spec_apply_config(const d9_spec *s, const cJSON *config, char **out, size
   cJSON *replaced = cJSON_AddObjectToObject(undo, "replaced");
   cJSON *added = cJSON_AddArrayToObject(undo, "added");
   if (!c || !removed || !replaced || !added) goto oom;
+  /* a config patched before (converted twice): its record is an ordinary
+   * key to this patch, so the undo gives it back too */
+  cJSON *earlier = cJSON_DetachItemFromObjectCaseSensitive(c, D9_CONFIG_UNDO_KEY);
+  if (earlier) cJSON_AddItemToObject(replaced, D9_CONFIG_UNDO_KEY, earlier);
   for (int i = 0; i < s->nconfig_delete; i++) {
     cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(c, s->config_delete[i]);
     if (old) cJSON_AddItemToObject(removed, s->config_delete[i], old);

@@ -147,9 +147,10 @@ typedef struct d9_spec {
 #define D9_LOSSY_MAX 64
 
 /* The inverse spec of f (see spec_reverse.c). It borrows f's strings, so f
- * must outlive it. Params are resolved again by the caller against the
- * reversed source's config. 0 or -errno. */
-int d9_spec_reverse(const d9_spec *f, d9_spec **out, d9_diag *diag);
+ * must outlive it. f's params must be resolved (step counts may be
+ * expressions, evaluated with config); the caller resolves the reversed
+ * spec's params again. 0 or -errno. */
+int d9_spec_reverse(const d9_spec *f, const cJSON *config, d9_spec **out, d9_diag *diag);
 
 /* config.json with the spec's patches applied, printed (malloc'd; caller
  * frees with free()). Only called when the spec has patches. What was

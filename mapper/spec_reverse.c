@@ -24,6 +24,7 @@
 
 typedef struct rev {
   d9_spec *s;      /* the reversed spec being built */
+  const cJSON *config; /* for step counts given as expressions; may be NULL */
   cJSON *store;    /* owns the synthesized step objects (in s->root) */
   d9_diag *diag;
 } rev;
@@ -47,9 +48,23 @@ static int copy_arg(cJSON *o, const d9_step *st, const char *from, const char *t
   return d && cJSON_AddItemToObject(o, to, d) ? 0 : -ENOMEM;
 }
 
+/* Can `to` hold every value of `from` exactly? Only then is casting back
+ * lossless. E5M2 is a truncated F16; E4M3 (max 448, smallest subnormal
+ * 2^-9) fits F16 and BF16; F16 and BF16 do not fit each other (range,
+ * precision). */
+static int widening(const char *from, const char *to) {
+  static const char *const ok[][2] = {
+      {"F8_E4M3", "F16"}, {"F8_E4M3", "BF16"}, {"F8_E4M3", "F32"}, {"F8_E5M2", "F16"},
+      {"F8_E5M2", "BF16"}, {"F8_E5M2", "F32"}, {"F16", "F32"}, {"BF16", "F32"}};
+  if (!strcmp(from, to)) return 1;
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+    if (!strcmp(ok[i][0], from) && !strcmp(ok[i][1], to)) return 1;
+  return 0;
+}
+
 /* How many values step st makes (needed to name defaults). -1 if only
  * known from shapes. */
-static int nouts(const d9_spec *s, const d9_step *st) {
+static int nouts(const d9_spec *s, const cJSON *config, const d9_step *st) {
   if (st->nout) return st->nout;
   switch (st->kind) {
     case D9_STEP_QKV_SPLIT: return 3;
@@ -58,7 +73,7 @@ static int nouts(const d9_spec *s, const d9_step *st) {
     case D9_STEP_DEINTERLEAVE: {
       int64_t n;
       const cJSON *v = arg(st, st->kind == D9_STEP_CHUNK ? "chunks" : "parts");
-      if (d9_spec_int(s, NULL, v, st->where, &n, NULL) || n < 1 || n > 32) return -1;
+      if (d9_spec_int(s, config, v, st->where, &n, NULL) || n < 1 || n > 32) return -1;
       return (int)n;
     }
     case D9_STEP_SPLIT: {
@@ -84,19 +99,28 @@ static cJSON *inverse_op(rev *r, const d9_step *st, int nin) {
                      r->s->path, where);
         goto fail;
       }
+      if (!cJSON_IsString(to)) { /* the forward build refuses it too, later */
+        d9_diag_fail(r->diag, EINVAL, "%s: %s: cast needs \"to\" (a dtype name)", r->s->path,
+                     where);
+        goto fail;
+      }
       op = "cast";
       cJSON_AddStringToObject(o, "to", from->valuestring);
       cJSON_AddStringToObject(o, "from", to->valuestring);
-      /* narrowing is lossy: F32 -> BF16 -> F32 cannot give back the low bits */
-      static const char *rank = "F8_E5M2 F8_E4M3 BF16 F16 F32";
-      const char *pf = strstr(rank, from->valuestring), *pt = strstr(rank, to->valuestring);
-      if (pf && pt && pt < pf) rc = lossy(r, where, "cast narrows the dtype (rounded)");
+      if (!widening(from->valuestring, to->valuestring))
+        rc = lossy(r, where, "the cast cannot hold every source value (rounded, or out of range)");
       break;
     }
     case D9_STEP_CONCAT:
-      if (arg(st, "sizes")) op = "split", rc = copy_arg(o, st, "sizes", "sizes");
-      else op = "chunk", cJSON_AddNumberToObject(o, "chunks", nin);
-      rc = rc ? rc : copy_arg(o, st, "dim", "dim");
+      /* the parts' sizes are not in the concatenated tensor: the spec gives
+       * them (and the forward build checks them) */
+      if (!arg(st, "sizes")) {
+        d9_diag_fail(r->diag, EINVAL, "%s: %s: concat has no inverse without \"sizes\" (the "
+                     "size of each part along dim)", r->s->path, where);
+        goto fail;
+      }
+      op = "split";
+      rc = copy_arg(o, st, "sizes", "sizes") || copy_arg(o, st, "dim", "dim");
       break;
     case D9_STEP_STACK: op = "unstack", rc = copy_arg(o, st, "dim", "dim"); break;
     case D9_STEP_UNSTACK: op = "stack", rc = copy_arg(o, st, "dim", "dim"); break;
@@ -258,7 +282,7 @@ static int reverse_rule(rev *r, const d9_spec *f, const d9_rule *fr, d9_rule *rr
     const d9_step *st = &fr->steps[k];
     ins[k] = st->nin ? st->in : cur;
     nin[k] = st->nin ? st->nin : ncur;
-    int no = nouts(f, st);
+    int no = nouts(f, r->config, st);
     if (no < 0)
       return d9_diag_fail(r->diag, EINVAL, "%s: %s: name this step's outputs (\"out\") to reverse it",
                           f->path, st->where);
@@ -327,13 +351,13 @@ static int reverse_rule(rev *r, const d9_spec *f, const d9_rule *fr, d9_rule *rr
   return 0;
 }
 
-int d9_spec_reverse(const d9_spec *f, d9_spec **out, d9_diag *diag) {
+int d9_spec_reverse(const d9_spec *f, const cJSON *config, d9_spec **out, d9_diag *diag) {
   d9_spec *s = calloc(1, sizeof *s);
   if (!s || !(s->arena = d9_arena_create())) {
     free(s);
     return d9_diag_fail(diag, ENOMEM, "%s: out of memory", f->path);
   }
-  rev r = {s, NULL, diag};
+  rev r = {s, config, NULL, diag};
   int rc = -ENOMEM;
   s->root = cJSON_Duplicate(f->root, 1);
   if (!s->root || !(r.store = cJSON_AddArrayToObject(s->root, "__inverse_steps"))) goto fail;

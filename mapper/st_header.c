@@ -14,36 +14,13 @@
 
 #define ST_INT_MAX (INT64_C(1) << 53) /* largest shape / offset value */
 
-enum { SHOW_MAX = 120 }; /* bytes of a name quoted in a message */
 
 /* ---- messages ---- */
 
-/* Copy a name for a message: control bytes as \xNN, at most SHOW_MAX bytes,
- * cut on a UTF-8 character boundary. dst holds at least 4 * SHOW_MAX + 8. */
-static void show(char *dst, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0, i = 0;
-  for (; s[i] && i < SHOW_MAX; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f) {
-      dst[o++] = '\\';
-      dst[o++] = 'x';
-      dst[o++] = hex[c >> 4];
-      dst[o++] = hex[c & 15];
-    } else {
-      dst[o++] = (char)c;
-    }
-  }
-  if (s[i]) {
-    while (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0x80) o--;
-    if (o > 0 && ((unsigned char)dst[o - 1] & 0xC0) == 0xC0) o--;
-    memcpy(dst + o, "...", 3);
-    o += 3;
-  }
-  dst[o] = 0;
-}
 
-typedef char shown[4 * SHOW_MAX + 8];
+typedef char shown[4 * D9_DIAG_SHOW_MAX + 8]; /* a name quoted in a message */
+
+static void show(char *dst, const char *s) { d9_diag_show(dst, sizeof(shown), s); }
 
 /* "WHAT: tensor 'NAME': REASON"; returns -EINVAL. */
 static int tfail(d9_diag *d, const char *what, const char *name,

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # The README's second command (and what .ci/run calls): install what is
 # missing, build, and run the whole test suite - cmocka unit tests per
-# module and the real FUSE mount tests with the `safetensors` package as an
-# unmodified loader.
+# module, the fuzz corpus replays and the real FUSE mount tests with the
+# `safetensors` package as an unmodified loader; then the same unit tests
+# under ASan+UBSan and the concurrency test under TSan.
 set -euo pipefail
 . "$(dirname "$0")/setup.sh"
 d9_install_deps
 d9_venv
 d9_build -DD9DFS_TESTS=ON
-cd "$D9_BUILD"
-PYTHON="$D9_VENV/bin/python" ctest --output-on-failure --timeout 900
+(cd "$D9_BUILD" && PYTHON="$D9_VENV/bin/python" ctest --output-on-failure --timeout 900)
+
+# Sanitizer builds (tests/fuzz/README.md). ASan+UBSan: every test but the
+# FUSE mount scripts (their daemon's stderr is not ours to watch), the fuzz
+# corpus replays included. TSan: the multi-threaded read test.
+D9_BUILD=$D9_ROOT/build-asan d9_build -DD9DFS_TESTS=ON -DD9DFS_CUDA=OFF \
+  -DD9DFS_SANITIZE=address,undefined
+(cd "$D9_ROOT/build-asan" && ctest --output-on-failure --timeout 900 -E '^mount_')
+echo "== building test_concurrency in $D9_ROOT/build-tsan"
+cmake -S "$D9_ROOT" -B "$D9_ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD9DFS_TESTS=ON \
+  -DD9DFS_CUDA=OFF -DD9DFS_SANITIZE=thread >/dev/null
+cmake --build "$D9_ROOT/build-tsan" -j"$(nproc)" --target test_concurrency >/dev/null
+(cd "$D9_ROOT/build-tsan" && ctest --output-on-failure --timeout 900 -R '^test_concurrency$')

@@ -23,11 +23,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
 
-/* Defined in cast.c (the CPU backend has no private header). */
-int d9_cpu_cast(void *dst, d9_dtype dt, const void *src, d9_dtype st,
-                int64_t n);
 
 enum { AFFINE_BLOCK = 256 }; /* elements per F32 scratch block */
 

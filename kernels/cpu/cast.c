@@ -45,11 +45,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
-
-/* Defined here, used by backend.c (the CPU backend has no private header). */
-int d9_cpu_cast(void *dst, d9_dtype dt, const void *src, d9_dtype st,
-                int64_t n);
 
 static inline uint32_t bits_of(float f) {
   uint32_t w;
