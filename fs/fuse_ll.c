@@ -20,8 +20,9 @@
  * the daemon's CPU on an unchanged tensor (docs/performance.md). A pipe
  * holds at most pipe-max-size bytes (1 MiB unless raised; more needs
  * CAP_SYS_RESOURCE) and libfuse stages the reply header in its own pipe of
- * that limit, so the default request size is a little under 1 MiB (1008
- * KiB) and a read that does not fit is answered by copy. Splicing the
+ * that limit, so with the default limit the readahead window, which sizes
+ * the requests of sequential readers, is a little under 1 MiB (1008 KiB),
+ * and a bigger request (a 1 MiB pread) is answered by copy. Splicing the
  * source into our pipe before replying, rather than handing libfuse the
  * shard's fd, keeps the reply contract: a shard truncated under the mount
  * is caught (short splice or the check) and answered with EIO or ESTALE,
@@ -197,7 +198,10 @@ static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piec
       ssize_t r = pread(p[i].fd, buf + pos + done, p[i].len - done,
                         (off_t)(p[i].off + done));
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return -EIO;
+      if (r <= 0) { /* a shard that shrank is stale; say which */
+        int c = d9_mount_check_pieces(s->m, idx, p, np);
+        return c ? c : -EIO;
+      }
       done += (size_t)r;
     }
   }
@@ -417,7 +421,10 @@ static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, size_t r
       pipe_get(s, b) < 0)
     return -EAGAIN;
   int e = pipe_fill(b->pipe[1], p, np);
-  if (!e) e = d9_mount_check_pieces(s->m, idx, p, np); /* after the copy, as pread */
+  if (e != -EAGAIN) { /* after the copy, as pread; names a changed shard */
+    int c = d9_mount_check_pieces(s->m, idx, p, np);
+    if (c) e = c;
+  }
   if (e) {
     pipe_close(b); /* drop what was staged; a new pipe next time */
     return e;
@@ -706,7 +713,8 @@ static void set_readahead(const char *real, unsigned kb, int explicit) {
 }
 
 /* The largest pipe an unprivileged process may have (bytes, a power of two
- * pages), capped at 1 MiB, the largest request; 0 if unknown. */
+ * pages; fs.pipe-max-size), capped at 2 MiB, which holds the largest
+ * request and its header; 0 if unknown. */
 static size_t pipe_max_size(void) {
   FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
   unsigned long v = 0;
@@ -715,7 +723,7 @@ static size_t pipe_max_size(void) {
     fclose(f);
   }
   size_t p = FS_PAGE;
-  while (p * 2 <= v && p * 2 <= (size_t)FS_MAX_READ) p *= 2;
+  while (p * 2 <= v && p * 2 <= 2 * (size_t)FS_MAX_READ) p *= 2;
   return v >= FS_PAGE ? p : 0;
 }
 
@@ -760,13 +768,14 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
     if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;
     if (s.splice_max < FS_MIN_READ) s.pipe_size = s.splice_max = 0;
   }
-  unsigned kb = o->max_read_kb       ? o->max_read_kb
-                : s.splice_max != 0 ? (unsigned)(s.splice_max / 1024)
-                                    : FS_MAX_READ / 1024;
+  unsigned kb = o->max_read_kb ? o->max_read_kb : FS_MAX_READ / 1024;
   s.max_read = kb >= FS_MAX_READ / 1024 ? FS_MAX_READ
                : kb * 1024 < FS_MIN_READ ? FS_MIN_READ : kb * 1024;
+  /* Readahead, which makes the requests of sequential readers, stays within
+   * what splices; a bigger read (1 MiB preads) is answered by copy. */
   unsigned ra_kb = o->readahead_kb >= 0 ? (unsigned)o->readahead_kb
-                                        : s.max_read / 1024;
+                   : s.splice_max && s.splice_max < s.max_read ? (unsigned)(s.splice_max / 1024)
+                                                               : s.max_read / 1024;
   if (ra_kb > 1024 * 1024) ra_kb = 1024 * 1024; /* 1 GiB is plenty */
   s.readahead = ra_kb * 1024;
   for (int i = 0; i < s.nnodes; i++) {

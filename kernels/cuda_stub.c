@@ -10,3 +10,8 @@ const d9_backend *d9_backend_cuda(int dev) {
   (void)dev;
   return NULL;
 }
+
+int d9_cuda_backend_status(int dev) {
+  (void)dev;
+  return -ENODEV;
+}

@@ -26,6 +26,8 @@ void d9_diag_prefix(d9_diag *d, const char *fmt, ...) {
   va_end(ap);
   memcpy(old, d->msg, sizeof old);
   snprintf(d->msg, sizeof d->msg, "%s: %s", pre, old);
+  for (char *p = d->msg; *p; p++) /* one line, as in d9_diag_fail */
+    if (*p == '\n' || *p == '\r') *p = ' ';
 }
 
 int d9_diag_errno(d9_diag *d, int err, const char *what) {

@@ -113,6 +113,9 @@ void d9_mount_get_stats(const d9_mount *m, d9_stats *out);
 int d9_mount_nlossy(const d9_mount *m);
 /* Source tensors the spec's "ignore" patterns dropped. */
 int d9_mount_nignored(const d9_mount *m);
+/* Explicit tensors of tied rules whose flag is set (an lm_head next to
+ * tie_word_embeddings = true): served, but --reverse drops them. */
+int d9_mount_nshadowed(const d9_mount *m);
 const char *d9_mount_lossy(const d9_mount *m, int i);
 
 /* The human-readable plan (`d9dfs plan`): files, tensors, shapes, dtypes,
