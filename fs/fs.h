@@ -12,10 +12,10 @@ typedef struct d9_fs_opts {
   int single_thread;    /* -o single_thread: one-thread session loop */
   int allow_other;      /* -o allow_other (implies default_permissions) */
   int auto_unmount;     /* -o auto_unmount */
-  unsigned max_read_kb; /* largest read request, KiB; 0 = 1024 */
+  unsigned max_read_kb; /* largest read request, KiB; 0 = the largest that
+                           splices (1008 with pipe-max-size 1 MiB), else 1024 */
   int no_splice;        /* -o no_splice: copy every reply through a buffer */
-  int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = the largest
-                           request that splices (1008 KiB), or max_read */
+  int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = max_read */
 } d9_fs_opts;
 
 /* Mount m at mountpoint and serve it until unmounted (fusermount3 -u) or

@@ -16,17 +16,19 @@
  * (d9_mount_read_pieces) are spliced from the shard into a per-thread pipe,
  * computed bytes are written into it, the shards are checked unchanged,
  * and the pipe goes to the kernel with fuse_reply_data (FUSE_CAP_SPLICE_
- * WRITE). That saves the copy through a user buffer: about a quarter of
- * the daemon's CPU on an unchanged tensor (docs/performance.md). A pipe
- * holds at most pipe-max-size bytes (1 MiB unless raised; more needs
- * CAP_SYS_RESOURCE) and libfuse stages the reply header in its own pipe of
- * that limit, so with the default limit the readahead window, which sizes
- * the requests of sequential readers, is a little under 1 MiB (1008 KiB),
- * and a bigger request (a 1 MiB pread) is answered by copy. Splicing the
+ * WRITE). That saves the copy through a user buffer: a quarter of the
+ * daemon's CPU on unchanged tensors (docs/performance.md). A pipe holds at
+ * most fs.pipe-max-size bytes (1 MiB unless raised; more needs
+ * CAP_SYS_RESOURCE) and libfuse stages the reply and its header in a pipe
+ * of its own, so with the default limit requests are capped a little
+ * under 1 MiB (1008 KiB; a 1 MiB pread takes two requests), and a request
+ * that does not fit (-o max_read=1024) is answered by copy. Splicing the
  * source into our pipe before replying, rather than handing libfuse the
  * shard's fd, keeps the reply contract: a shard truncated under the mount
  * is caught (short splice or the check) and answered with EIO or ESTALE,
- * where libfuse would send a short reply.
+ * where libfuse would send a short reply. The pipe holds references to the
+ * shard's pages, not copies, so a change in the microseconds between the
+ * check and the kernel's copy is served; a second check reports it.
  *
  * Dynamic files (.d9dfs/stats.json) are rendered once per open into a
  * buffer owned by the open file (fi->fh) and read with direct_io, so their
@@ -136,8 +138,8 @@ static void *rbuf_get(const fs_state *s, size_t n) {
   return data;
 }
 
-/* This thread's empty splice pipe (read end in fds[0]), or -1 when there
- * is none: not enabled, or creating it failed once on this thread. */
+/* Make sure this thread has its (empty) splice pipe in b->pipe: 0, or -1
+ * when there is none: not enabled, or creating it failed on this thread. */
 static int pipe_get(const fs_state *s, rbuf *b) {
   if (!s->pipe_size || b->no_pipe) return -1;
   if (b->pipe[0] >= 0) return 0;
@@ -165,8 +167,9 @@ static size_t pieces_slots(const d9_piece *p, int np) {
 }
 
 /* Move the pieces into the (empty) pipe: source ranges with splice, memory
- * with write. Returns 0, or -EIO when a shard ends early (it shrank under
- * the mount), or -EAGAIN when the pipe is full: answer by copy then. */
+ * with write. Returns 0, -EIO when a shard ends early (it shrank under the
+ * mount) or fails to read, or -EAGAIN when splicing cannot do it (the pipe
+ * is full, the source's filesystem does not splice): answer by copy then. */
 static int pipe_fill(int wfd, const d9_piece *p, int np) {
   for (int i = 0; i < np; i++) {
     loff_t off = (loff_t)p[i].off;
@@ -176,7 +179,7 @@ static int pipe_fill(int wfd, const d9_piece *p, int np) {
       ssize_t r = mem ? write(wfd, mem, left)
                       : splice(p[i].fd, &off, wfd, NULL, left, SPLICE_F_NONBLOCK);
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return errno == EAGAIN ? -EAGAIN : -EIO;
+      if (r < 0) return errno == EIO ? -EIO : -EAGAIN;
       if (r == 0) return -EIO;
       left -= (size_t)r;
       if (mem) mem += r;
@@ -208,10 +211,10 @@ static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piec
   return d9_mount_check_pieces(s->m, idx, p, np);
 }
 
-/* Bytes still in the pipe's read end (0 when it cannot tell). */
+/* Bytes still in the pipe's read end (1 when it cannot tell). */
 static int pipe_pending(int rfd) {
   int n = 0;
-  return ioctl(rfd, FIONREAD, &n) == 0 ? n : 0;
+  return ioctl(rfd, FIONREAD, &n) == 0 ? n : 1;
 }
 
 /* The node behind an inode, or NULL for an inode we never handed out. */
@@ -415,8 +418,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
  * pipe. Returns 0 once answered, -EAGAIN when the caller should answer by
  * copy instead (no pipe, or it would overflow), or another -errno for the
  * caller to answer (the source changed or shrank under the mount). */
-static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, size_t r,
-                         const d9_piece *p, int np) {
+static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, uint64_t off,
+                         size_t r, const d9_piece *p, int np) {
   if (r > s->splice_max || pieces_slots(p, np) + 1 > s->pipe_size / FS_PAGE ||
       pipe_get(s, b) < 0)
     return -EAGAIN;
@@ -435,6 +438,12 @@ static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, size_t r
   e = fuse_reply_data(req, &bv, 0);
   if (e || pipe_pending(b->pipe[0])) /* not all consumed: start clean */
     pipe_close(b);
+  /* The pipe held references to the shard's pages, which the kernel copied
+   * only now: a shard changed between the check and this copy was served
+   * as it then was. Say so (the check logs the shard, counts an error). */
+  if (!e && d9_mount_check_pieces(s->m, idx, p, np))
+    fprintf(stderr, "d9dfs: read %s: offset %llu length %zu: served while its source "
+            "changed\n", d9_mount_node(s->m, idx)->name, (unsigned long long)off, r);
   return 0;
 }
 
@@ -469,12 +478,14 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   if (size > n->size - (uint64_t)off) size = (size_t)(n->size - (uint64_t)off);
   void *buf = rbuf_get(s, size);
   d9_piece pieces[D9_READ_MAXPIECES];
-  int np = 0, spliced = buf && s->pipe_size && size <= s->splice_max;
-  ssize_t r = !buf     ? -ENOMEM
-              : spliced ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
-                        : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
-  if (r >= 0 && (size_t)r == size && spliced && (np > 1 || (np == 1 && !pieces[0].mem))) {
-    int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, size, pieces, np);
+  int np = 0, try_splice = buf && s->pipe_size && size <= s->splice_max;
+  ssize_t r = !buf ? -ENOMEM
+              : try_splice
+                  ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
+                  : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
+  if (r >= 0 && (size_t)r == size && try_splice && (np > 1 || (np == 1 && !pieces[0].mem))) {
+    int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, (uint64_t)off, size,
+                          pieces, np);
     if (e == 0) return;
     if (e == -EAGAIN) e = pieces_to_buf(s, idx, buf, pieces, np); /* answer by copy */
     if (e) r = e;
@@ -768,14 +779,15 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
     if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;
     if (s.splice_max < FS_MIN_READ) s.pipe_size = s.splice_max = 0;
   }
-  unsigned kb = o->max_read_kb ? o->max_read_kb : FS_MAX_READ / 1024;
+  /* Requests that splice by default: readahead alone would not do, as the
+   * kernel sends a window and its async part as max_read-sized pieces. */
+  unsigned kb = o->max_read_kb       ? o->max_read_kb
+                : s.splice_max != 0 ? (unsigned)(s.splice_max / 1024)
+                                    : FS_MAX_READ / 1024;
   s.max_read = kb >= FS_MAX_READ / 1024 ? FS_MAX_READ
                : kb * 1024 < FS_MIN_READ ? FS_MIN_READ : kb * 1024;
-  /* Readahead, which makes the requests of sequential readers, stays within
-   * what splices; a bigger read (1 MiB preads) is answered by copy. */
   unsigned ra_kb = o->readahead_kb >= 0 ? (unsigned)o->readahead_kb
-                   : s.splice_max && s.splice_max < s.max_read ? (unsigned)(s.splice_max / 1024)
-                                                               : s.max_read / 1024;
+                                        : s.max_read / 1024;
   if (ra_kb > 1024 * 1024) ra_kb = 1024 * 1024; /* 1 GiB is plenty */
   s.readahead = ra_kb * 1024;
   for (int i = 0; i < s.nnodes; i++) {

@@ -16,9 +16,11 @@
  * Inexact numbers: cJSON keeps only a double, so "9007199254740993" reads
  * as 2^53 and "1.0000000000000001" as 1. The scanner flags every literal
  * with more than 15 significant digits that is not an exact integer
- * <= 2^53; the walk sets D9_JSON_INEXACT in that item's type (outside the
- * 0xFF type mask, so cJSON_IsNumber and cJSON itself are unaffected) and
- * d9_json_int refuses flagged items.
+ * <= 2^53, and every literal not written as an integer ("1.0", "1e3"); the
+ * walk sets D9_JSON_INEXACT in that item's type (outside the 0xFF type
+ * mask, so cJSON_IsNumber and cJSON itself are unaffected) and d9_json_int
+ * refuses flagged items. Floats (e.g. an affine "mul") are read from
+ * valuedouble and are unaffected.
  */
 #include "json_strict.h"
 
@@ -235,7 +237,12 @@ static int scan_number(scan *sc) {
   }
   if (p - start > NUM_MAX_CHARS)
     return fail_at(sc, start, "number longer than 63 characters");
-  if (!number_exact(dig, nd, exp - (long)nfrac)) {
+  /* integers are written as integers: the reference safetensors parser
+   * refuses "1.0" and "1e0" as shapes and offsets, and so does d9_json_int */
+  int written_int = memchr(s + start, '.', p - start) == NULL &&
+                    memchr(s + start, 'e', p - start) == NULL &&
+                    memchr(s + start, 'E', p - start) == NULL;
+  if (!written_int || !number_exact(dig, nd, exp - (long)nfrac)) {
     if (sc->ninexact == sc->capinexact) {
       size_t cap = sc->capinexact ? 2 * sc->capinexact : 16;
       size_t *n = realloc(sc->inexact, cap * sizeof *n);

@@ -22,9 +22,10 @@
 cJSON *d9_json_parse(const char *buf, size_t len, int max_depth,
                      int spaces_only_after, const char *what, d9_diag *diag);
 
-/* Read a JSON number that must be an integer in [lo, hi] (hi <= 2^53).
- * Returns 0, or -EINVAL when v is not a number, is fractional, or out of
- * range. Does not write diag: callers phrase the message. */
+/* Read a JSON number that must be an integer in [lo, hi] (hi <= 2^53),
+ * written as one (no '.', no exponent: "1.0" and "1e3" are refused, as the
+ * reference safetensors parser does). Returns 0, or -EINVAL when v is not
+ * a number, is not written as an integer, or is out of range. Does not write diag: callers phrase the message. */
 int d9_json_int(const cJSON *v, int64_t lo, int64_t hi, int64_t *out);
 
 /* Read a whole regular file (at most max bytes) into a malloc'd,

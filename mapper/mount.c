@@ -354,6 +354,9 @@ ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void 
 int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npieces) {
   for (int i = 0; i < npieces; i++) {
     if (pieces[i].mem || pieces[i].shard < 0 || pieces[i].shard >= m->cat->nshards) continue;
+    int seen = 0; /* each shard once */
+    for (int k = 0; k < i && !seen; k++) seen = !pieces[k].mem && pieces[k].shard == pieces[i].shard;
+    if (seen) continue;
     int e = d9_catalog_check(m->cat, pieces[i].shard);
     if (!e) continue;
     const d9_vfile *vf = idx >= 0 && idx < m->nnodes ? m->vfile_of[idx] : NULL;

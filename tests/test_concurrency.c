@@ -28,7 +28,7 @@
 
 enum {
   NTHREADS = 8,
-  READS_PER_THREAD = 300,
+  READS_PER_THREAD = 1000,
   MAX_READ = 96 * 1024, /* bytes */
 };
 

@@ -549,7 +549,7 @@ typedef struct icase {
 static const icase icases[] = {
   {"12", 0, 12, NULL},
   {"-3", 0, -3, NULL},
-  {"1e2", 0, 100, NULL},
+  {"1e2", -EINVAL, 0, "spec.json: W: not an integer"}, /* integers are written as integers */
   {"'head_dim * 2'", 0, 128, NULL},
   {"'g * c + quantization_config.weight_block_size.1'", 0, 92, NULL},
   {"'tie_word_embeddings + 1'", 0, 2, NULL},

@@ -185,6 +185,7 @@ def index_seeds():
     s["nul-in-name"] = '{"weight_map": {"x": "a.safetensors\\u0000.txt"}}'
     s["deep"] = '{"metadata": ' + "[" * 3000 + "]" * 3000 + ', "weight_map": {}}'
     s["not-utf8"] = b'{"weight_map": {"x": "a\xff.safetensors"}}'
+    s["newline-in-name"] = idx(dict(ok, **{"x\ny\r": "nope.safetensors"}))
     s["long-name"] = idx(dict(ok, z="a" * 5000))
     s["long-path"] = idx(dict(ok, z="/".join(["d"] * 3000)))
     s["empty"] = ""

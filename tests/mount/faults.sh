@@ -457,5 +457,11 @@ if [ "$(id -u)" -eq 0 ]; then
   fusermount3 -u "$mnt"
 fi
 
+# every daemon above logged to its MNT.log: none may report a sanitizer
+# error (meaningful when D9DFS is a sanitizer build)
+sleep 0.5 # daemons still exiting after their unmount
+check "no daemon log reports a sanitizer error" bash -c \
+  "! grep -l 'Sanitizer' '$WORK'/*.log '$WORK'/*/*.log 2>/dev/null"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
