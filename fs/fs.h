@@ -12,9 +12,14 @@ typedef struct d9_fs_opts {
   int single_thread;    /* -o single_thread: one-thread session loop */
   int allow_other;      /* -o allow_other (implies default_permissions) */
   int auto_unmount;     /* -o auto_unmount */
-  unsigned max_read_kb; /* largest read request, KiB; 0 = the largest that
-                           splices (1008 with pipe-max-size 1 MiB), else 1024 */
-  int no_splice;        /* -o no_splice: copy every reply through a buffer */
+  unsigned max_read_kb; /* largest read request, KiB; 0 = with splice the
+                           largest that splices (1008 with pipe-max-size 1 MiB),
+                           else 1024 */
+  int splice;           /* -o splice: unchanged source runs go to the kernel
+                           through a pipe (zero-copy). Off by default: a source
+                           changed in the microseconds between the staleness
+                           check and the kernel's copy would be served as it
+                           then was (logged and counted, not refused) */
   int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = max_read */
 } d9_fs_opts;
 

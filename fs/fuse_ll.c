@@ -773,7 +773,7 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   s.uid = getuid();
   s.gid = getgid();
   clock_gettime(CLOCK_REALTIME, &s.mtime);
-  if (!o->no_splice) { /* see "Zero-copy replies" above */
+  if (o->splice) { /* see "Zero-copy replies" above */
     s.pipe_size = pipe_max_size();
     s.splice_max = s.pipe_size > 4 * FS_PAGE ? s.pipe_size - 4 * FS_PAGE : 0;
     if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;

@@ -32,8 +32,9 @@ static const char usage[] =
     "  -d                 log every read (implies -f)\n"
     "  -o readahead=KB    kernel readahead for the mount (default: max_read)\n"
     "  -o single_thread   serve requests on one thread\n"
-    "  -o max_read=KB     largest read request, 4..1024 (default 1008: what splices)\n"
-    "  -o no_splice       copy replies through a buffer instead of splicing\n"
+    "  -o max_read=KB     largest read request, 4..1024 (default 1024; 1008 with splice)\n"
+    "  -o splice          zero-copy replies for unchanged bytes (a source changed\n"
+    "                     mid-read is then logged, not refused; default off)\n"
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
@@ -77,7 +78,8 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     if (!strcmp(tok, "readahead") && eq && !parse_u(eq, 0, 1 << 20, &v)) fo->readahead_kb = (int)v;
     else if (!strcmp(tok, "max_read") && eq && !parse_u(eq, 4, 1024, &v)) fo->max_read_kb = (unsigned)v;
     else if (!strcmp(tok, "single_thread") && !eq) fo->single_thread = 1;
-    else if (!strcmp(tok, "no_splice") && !eq) fo->no_splice = 1;
+    else if (!strcmp(tok, "splice") && !eq) fo->splice = 1;
+    else if (!strcmp(tok, "no_splice") && !eq) fo->splice = 0;
     else if (!strcmp(tok, "allow_other") && !eq) fo->allow_other = 1;
     else if (!strcmp(tok, "auto_unmount") && !eq) fo->auto_unmount = 1;
     else if (!strcmp(tok, "tp") && eq && !parse_u(eq, 1, 4096, &v)) mo->tp = (int)v;

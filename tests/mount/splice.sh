@@ -51,11 +51,11 @@ SRC=$WORK/src
 
 for spec in identity llama-to-megatron; do
   "$D9DFS" convert "$SRC" "$SPECS/$spec.json" "$WORK/ref-$spec"
-  do_mount "$SRC" "$SPECS/$spec.json" "$WORK/m-$spec"
+  do_mount "$SRC" "$SPECS/$spec.json" "$WORK/m-$spec" -o splice
   check "$spec: spliced replies equal d9dfs convert" same_tree "$WORK/ref-$spec" "$WORK/m-$spec"
   do_mount "$SRC" "$SPECS/$spec.json" "$WORK/c-$spec" -o no_splice
   check "$spec: -o no_splice equals d9dfs convert" same_tree "$WORK/ref-$spec" "$WORK/c-$spec"
-  do_mount "$SRC" "$SPECS/$spec.json" "$WORK/s-$spec" -o max_read=1024
+  do_mount "$SRC" "$SPECS/$spec.json" "$WORK/s-$spec" -o splice,max_read=1024
   check "$spec: -o max_read=1024 (too big to splice) equals d9dfs convert" \
     same_tree "$WORK/ref-$spec" "$WORK/s-$spec"
   check "$spec: no read error counted" test "$(stat_errors "$WORK/m-$spec")" = 0
@@ -65,7 +65,7 @@ done
 for how in truncate touch; do
   S2=$WORK/src-$how M=$WORK/m-$how
   cp -r "$SRC" "$S2"
-  do_mount "$S2" "$SPECS/identity.json" "$M"
+  do_mount "$S2" "$SPECS/identity.json" "$M" -o splice
   F=$M/model.safetensors
   size=$(stat -c %s "$F")
   check "$how: the first MiB reads before the change" \
