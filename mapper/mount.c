@@ -18,7 +18,7 @@
 #include "rank.h"
 #include "spec.h"
 
-enum { SPEC_MAX = 16u << 20, POOL_MAX = 64 };
+enum { SPEC_MAX = 16u << 20, POOL_MAX = 512, MEM_DEFAULT_MB = 64 };
 
 struct d9_mount {
   d9_catalog *cat;
@@ -38,9 +38,12 @@ struct d9_mount {
   int verbose;
   d9_faults faults;    /* test-only fault injection; off unless asked */
   _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
-  pthread_mutex_t pool_lock; /* guards pool, npool */
+  pthread_mutex_t pool_lock; /* guards pool, npool, scratch_out */
+  pthread_cond_t pool_free;  /* signalled when a scratch buffer comes back */
   unsigned char *pool[POOL_MAX];
   int npool;
+  int scratch_out;           /* scratch buffers held by reads in flight */
+  int scratch_max;           /* the memory budget in scratch buffers (>= 1) */
 };
 
 /* Tree construction: nodes with child lists, from one arena. */
@@ -201,6 +204,12 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   d9_mount *m = calloc(1, sizeof *m);
   if (!m) return d9_diag_fail(diag, ENOMEM, "out of memory");
   pthread_mutex_init(&m->pool_lock, NULL);
+  pthread_cond_init(&m->pool_free, NULL);
+  {
+    uint64_t mb = o->mem_budget_mb ? o->mem_budget_mb : MEM_DEFAULT_MB;
+    uint64_t n = (mb << 20) / D9_SCRATCH_BYTES;
+    m->scratch_max = n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : (int)n;
+  }
   m->verbose = o->verbose;
   m->faults.pread_every = o->inject_pread_every;
   m->faults.alloc_every = o->inject_alloc_every;
@@ -255,6 +264,7 @@ void d9_mount_close(d9_mount *m) {
   d9_arena_destroy(m->arena);
   for (int i = 0; i < m->npool; i++) free(m->pool[i]);
   pthread_mutex_destroy(&m->pool_lock);
+  pthread_cond_destroy(&m->pool_free);
   free(m);
 }
 
@@ -292,18 +302,25 @@ int d9_mount_resolve(const d9_mount *m, const char *path) {
   return cur;
 }
 
+/* Scratch memory is the mount's memory budget (-o mem=MiB): at most
+ * scratch_max reads evaluate at once, each with one D9_SCRATCH_BYTES buffer
+ * (kept for reuse); a read past the budget waits for a buffer to come back.
+ * Evaluation needs no more than its scratch plus bounded chunks. */
 static unsigned char *pool_get(d9_mount *m) {
   unsigned char *p = NULL;
   pthread_mutex_lock(&m->pool_lock);
+  while (m->scratch_out >= m->scratch_max) pthread_cond_wait(&m->pool_free, &m->pool_lock);
+  m->scratch_out++;
   if (m->npool) p = m->pool[--m->npool];
   pthread_mutex_unlock(&m->pool_lock);
-  return p ? p : malloc(D9_SCRATCH_BYTES);
+  return p ? p : malloc(D9_SCRATCH_BYTES); /* NULL: the read mallocs per chunk or ENOMEMs */
 }
 
 static void pool_put(d9_mount *m, unsigned char *p) {
-  if (!p) return;
   pthread_mutex_lock(&m->pool_lock);
-  if (m->npool < POOL_MAX) m->pool[m->npool++] = p, p = NULL;
+  m->scratch_out--;
+  if (p && m->npool < m->scratch_max) m->pool[m->npool++] = p, p = NULL;
+  pthread_cond_signal(&m->pool_free);
   pthread_mutex_unlock(&m->pool_lock);
   free(p);
 }

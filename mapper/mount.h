@@ -31,6 +31,8 @@ typedef struct d9_mount_opts {
   const char *device;     /* "auto", "cpu", "cuda[:N]"; NULL = auto */
   int verbose;            /* log each read to stderr */
   uint64_t max_shard_size;/* override the spec's output.max_shard_size; 0 = the spec's */
+  uint64_t mem_budget_mb; /* -o mem=MiB: evaluation scratch, in MiB (0 = 64); reads
+                             beyond it wait (2 MiB per read in flight) */
   uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
   uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
 } d9_mount_opts;

@@ -38,6 +38,8 @@ static const char usage[] =
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
+    "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
+    "                     flight; reads beyond it wait\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
     "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"
     "  -o pp_layers=A:B:.. layers per pipeline stage (default: the remainder rule)\n"
@@ -86,6 +88,8 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
+    else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))
+      mo->mem_budget_mb = (uint64_t)v;
     else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
       mo->vocab_divisible_by = (int)v;
     else if (!strcmp(tok, "pp_layers") && eq && !parse_pp_layers(eq, mo)) continue;

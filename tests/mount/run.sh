@@ -72,6 +72,19 @@ family_test() {
 family_test llama --family llama --layers 8 --hidden 1024 --heads 16 --kv-heads 4 --intermediate 1024 --vocab 4096 --bias 0 --tied 0
 family_test qwen2 --family qwen2 --layers 4 --hidden 896 --heads 14 --kv-heads 2 --intermediate 1216 --vocab 3000 --bias 1 --tied 1
 
+# memory budget under load: -o mem=4 (two 2 MiB scratch buffers), 16 readers
+# in parallel get the right bytes and the daemon's peak RSS stays within the
+# budget + 64 MiB
+mnt=$WORK/membudget
+do_mount "$WORK/llama" "$SPECS/llama-to-megatron.json" "$mnt" -o shard_size=64000000,mem=4
+mpid=$(pgrep -f "d9dfs mount $WORK/llama $SPECS/llama-to-megatron.json $mnt" | head -1 || true)
+check "mem=4: 4 processes x 4 threads of random reads equal convert output" \
+  "$PY" "$HERE/tests/py/stress.py" "$mnt" "$WORK/llama.ref" 4 4 150 11
+hwm=$(awk '/VmHWM/ {print $2}' /proc/"$mpid"/status 2>/dev/null || echo 999999999)
+echo "daemon peak RSS under load with mem=4: ${hwm} KiB"
+check "mem=4: daemon peak RSS ${hwm} KiB <= (4 + 64) MiB" test "$hwm" -le $(( (4 + 64) * 1024 ))
+fusermount3 -u "$mnt"
+
 # per-rank views: tp=2,4,8 (8 KV groups), ep=2,3 (5 experts), pp=2,3
 rsrc=$WORK/ranks-llama
 "$D9GEN" --family llama --layers 3 --hidden 256 --heads 16 --kv-heads 8 --intermediate 384 --vocab 1001 --dtype F32 --shards 2 "$rsrc" >/dev/null
