@@ -15,45 +15,9 @@
 # run.sh. Exits 77 (skip) only when /dev/fuse is truly absent and CI is not
 # set; in CI a mount that cannot be made fails.
 set -uo pipefail
-D9DFS=$(readlink -f "$1")
-D9GEN=$(readlink -f "$2")
-HERE=$(cd "$(dirname "$0")/../.." && pwd)
-PY=${PYTHON:-$HERE/.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-SPECS=$HERE/mounts
-pass=0 fail=0
-WORK=$(mktemp -d /tmp/d9faults.XXXXXX)
+. "$(dirname "$0")/lib.sh" "$@" d9faults
 chmod 755 "$WORK" # the access cases read as another user
-MOUNTS=()
-BGPIDS=()
 
-cleanup() {
-  for p in "${BGPIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for m in "${MOUNTS[@]}"; do
-    mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" 2>/dev/null
-    fusermount3 -u -z "$m" 2>/dev/null # a dead daemon's mount
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ok() { echo "ok   - $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-
-if [ ! -c /dev/fuse ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi
-  echo "skip: /dev/fuse is absent on this machine"; exit 77
-fi
-
-# mount SRC SPEC MNT [opts...] (daemonizes; returns once ready); stderr of
-# the daemon goes to $MNT.log, which fuse_ll.c keeps since it is a file
-do_mount() {
-  local src=$1 spec=$2 mnt=$3; shift 3
-  mkdir -p "$mnt"
-  MOUNTS+=("$mnt")
-  "$D9DFS" mount "$src" "$spec" "$mnt" "$@" 2>>"$mnt.log"
-}
 daemon_pid() { pgrep -f "d9dfs mount $1 $2 $3( |\$)" | head -1; }
 wait_gone() { # PID [tenths]: wait until the process is gone
   for _ in $(seq "${2:-100}"); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done

@@ -4,41 +4,8 @@
 # Exits 77 (skip) only when /dev/fuse is truly absent and CI is not set;
 # in CI a mount that cannot be made fails.
 set -euo pipefail
-D9DFS=$(readlink -f "$1")
-D9GEN=$(readlink -f "$2")
-HERE=$(cd "$(dirname "$0")/../.." && pwd)
-PY=${PYTHON:-$HERE/.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-SPECS=$HERE/mounts
-pass=0 fail=0
-WORK=$(mktemp -d /tmp/d9mount.XXXXXX)
-MOUNTS=()
-
-cleanup() {
-  for m in "${MOUNTS[@]}"; do
-    mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ok() { echo "ok   - $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-
-if [ ! -c /dev/fuse ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi
-  echo "skip: /dev/fuse is absent on this machine"; exit 77
-fi
+. "$(dirname "$0")/lib.sh" "$@" d9mount
 "$PY" -c "import safetensors, numpy" || { echo "FAIL - $PY lacks safetensors/numpy"; exit 1; }
-
-# mount SRC SPEC MNT [opts...]: returns once ready (the CLI daemonizes)
-do_mount() {
-  local src=$1 spec=$2 mnt=$3; shift 3
-  mkdir -p "$mnt"
-  MOUNTS+=("$mnt")
-  "$D9DFS" mount "$src" "$spec" "$mnt" "$@"
-}
 
 family_test() {
   local name=$1; shift
@@ -153,5 +120,4 @@ check "plan with a spec mistake: non-zero exit, one line naming rule and tensor"
 check "plan on a good spec: exit 0 and lists the fused tensor" bash -c \
   "'$D9DFS' plan '$src' '$SPECS/llama-to-megatron.json' | grep -q 'linear_qkv.weight.*<- rules\[1\] (qkv)'"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

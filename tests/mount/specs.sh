@@ -7,27 +7,7 @@
 # are read lazily.
 # usage: specs.sh D9DFS D9GEN
 set -euo pipefail
-D9DFS=$(readlink -f "$1")
-D9GEN=$(readlink -f "$2")
-HERE=$(cd "$(dirname "$0")/../.." && pwd)
-PY=${PYTHON:-$HERE/.venv/bin/python}
-[ -x "$PY" ] || PY=python3
-SPECS=$HERE/mounts
-pass=0 fail=0
-WORK=$(mktemp -d /tmp/d9specs.XXXXXX)
-MOUNTS=()
-cleanup() {
-  for m in "${MOUNTS[@]}"; do mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ok() { echo "ok   - $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-if [ ! -c /dev/fuse ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi
-  echo "skip: /dev/fuse is absent"; exit 77
-fi
+. "$(dirname "$0")/lib.sh" "$@" d9specs
 
 # spec_case NAME SPEC LOSSLESS(0|1) d9gen-args...
 spec_case() {
@@ -103,5 +83,4 @@ check "--lenient: mounts and lists the findings in .d9dfs/report.json" bash -c \
   "'$D9DFS' mount '$src' '$WORK/partial.json' '$mnt' --lenient && grep -q 'used by no rule' '$mnt/.d9dfs/report.json' && ls '$mnt' | grep -q model.safetensors"
 fusermount3 -u "$mnt"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

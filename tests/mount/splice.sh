@@ -6,37 +6,7 @@
 # usage: splice.sh D9DFS D9GEN
 # Exits 77 (skip) only when /dev/fuse is truly absent and CI is not set.
 set -euo pipefail
-D9DFS=$(readlink -f "$1")
-D9GEN=$(readlink -f "$2")
-HERE=$(cd "$(dirname "$0")/../.." && pwd)
-SPECS=$HERE/mounts
-pass=0 fail=0
-WORK=$(mktemp -d /tmp/d9splice.XXXXXX)
-MOUNTS=()
-
-cleanup() {
-  for m in "${MOUNTS[@]}"; do
-    mountpoint -q "$m" 2>/dev/null && fusermount3 -u "$m" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ok() { echo "ok   - $*"; pass=$((pass + 1)); }
-bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-
-if [ ! -c /dev/fuse ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi
-  echo "skip: /dev/fuse is absent on this machine"; exit 77
-fi
-
-do_mount() {
-  local src=$1 spec=$2 mnt=$3; shift 3
-  mkdir -p "$mnt"
-  MOUNTS+=("$mnt")
-  "$D9DFS" mount "$src" "$spec" "$mnt" "$@" 2>>"$WORK/daemon.log"
-}
+. "$(dirname "$0")/lib.sh" "$@" d9splice
 
 same_tree() { # REF MNT: every file of REF equals the one in MNT
   local f
@@ -82,7 +52,7 @@ for how in truncate touch; do
   check "$how: the file size is unchanged" test "$(stat -c %s "$F")" = "$size"
   check "$how: the mount stays up" mountpoint -q "$M"
   check "$how: the error is counted" test "$(stat_errors "$M")" -ge 1
-  check "$how: the daemon logged the shard" grep -q "model-00002-of-00002.safetensors" "$WORK/daemon.log"
+  check "$how: the daemon logged the shard" grep -q "model-00002-of-00002.safetensors" "$M.log"
 done
 
 echo "$pass passed, $fail failed"
