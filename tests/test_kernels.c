@@ -25,23 +25,13 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "tests/bits.h"
 
 #define SEED UINT64_C(0xd9df5c0ffee12345)
 enum { N_RANDOM = 200000, MAX_REPORT = 8 };
 
 /* ---- helpers ---- */
 
-static uint32_t fbits(float f) {
-  uint32_t w;
-  memcpy(&w, &f, sizeof w);
-  return w;
-}
-
-static float ffrom(uint32_t w) {
-  float f;
-  memcpy(&f, &w, sizeof f);
-  return f;
-}
 
 static uint64_t splitmix64(uint64_t *state) {
   uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
@@ -102,7 +92,7 @@ static uint32_t ref_widen(const fmt *f, uint32_t code) {
     return sign | 0x7f800000u | (m << (23 - f->mb));
   float x = (float)v;
   assert_true((double)x == v); /* every format fits in F32 */
-  return fbits(x);
+  return tu_fbits(x);
 }
 
 /* The positive finite values of a format in code order (which is value
@@ -146,7 +136,7 @@ static int fmt_index(const fmt *f) {
 static uint32_t ref_narrow(const fmt *f, float x) {
   const ref_table *tb = &TABLES[fmt_index(f)];
   uint32_t sign = signbit(x) ? 1u << (f->bits - 1) : 0;
-  uint32_t xb = fbits(x);
+  uint32_t xb = tu_fbits(x);
   if (isnan(x)) {
     if (f == &FMT_F16)
       return sign | 0x7e00u;
@@ -197,12 +187,12 @@ static uint32_t ref_narrow(const fmt *f, float x) {
 
 static uint32_t impl_widen(const fmt *f, uint32_t code) {
   if (f == &FMT_F16)
-    return fbits(d9_f16_to_f32((uint16_t)code));
+    return tu_fbits(d9_f16_to_f32((uint16_t)code));
   if (f == &FMT_BF16)
-    return fbits(d9_bf16_to_f32((uint16_t)code));
+    return tu_fbits(d9_bf16_to_f32((uint16_t)code));
   if (f == &FMT_E4M3)
-    return fbits(d9_e4m3_to_f32((uint8_t)code));
-  return fbits(d9_e5m2_to_f32((uint8_t)code));
+    return tu_fbits(d9_e4m3_to_f32((uint8_t)code));
+  return tu_fbits(d9_e5m2_to_f32((uint8_t)code));
 }
 
 static uint32_t impl_narrow(const fmt *f, float x) {
@@ -223,7 +213,7 @@ static int check_narrow_all(float x, int *reported) {
     if (want != got) {
       if ((*reported)++ < MAX_REPORT)
         print_error("narrow %s: x=%a (0x%08x): want 0x%04x got 0x%04x\n",
-                    FMTS[t]->name, (double)x, fbits(x), want, got);
+                    FMTS[t]->name, (double)x, tu_fbits(x), want, got);
       bad++;
     }
   }
@@ -276,7 +266,7 @@ static void test_widen_e5m2(void **state) {
 static void check_narrow_widened(const fmt *f) {
   int bad = 0, reported = 0;
   for (uint32_t c = 0; c < 65536; c++) {
-    float x = ffrom(ref_widen(f, c));
+    float x = tu_ffrom(ref_widen(f, c));
     bad += check_narrow_all(x, &reported);
     int kind;
     ref_value(f, c, &kind);
@@ -306,7 +296,7 @@ static void test_narrow_random_bits(void **state) {
   print_message("random f32 bit patterns: seed 0x%016llx, %d values\n",
                 (unsigned long long)SEED, N_RANDOM);
   for (int i = 0; i < N_RANDOM; i++)
-    bad += check_narrow_all(ffrom((uint32_t)splitmix64(&rng)), &reported);
+    bad += check_narrow_all(tu_ffrom((uint32_t)splitmix64(&rng)), &reported);
   assert_int_equal(bad, 0);
 }
 
@@ -323,7 +313,7 @@ static void test_narrow_random_in_range(void **state) {
     uint32_t exp = 127 - 30 + (uint32_t)((r >> 32) % 49);
     uint32_t w = ((uint32_t)(r >> 31) & 0x80000000u) | (exp << 23) |
                  ((uint32_t)r & 0x7fffffu);
-    bad += check_narrow_all(ffrom(w), &reported);
+    bad += check_narrow_all(tu_ffrom(w), &reported);
   }
   assert_int_equal(bad, 0);
 }
@@ -371,7 +361,7 @@ static void test_narrow_specials(void **state) {
   };
   int bad = 0, reported = 0;
   for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++)
-    bad += check_narrow_all(ffrom(specials[i]), &reported);
+    bad += check_narrow_all(tu_ffrom(specials[i]), &reported);
   assert_int_equal(bad, 0);
 
   assert_int_equal(d9_f32_to_f16(65504.0f), 0x7bff);
@@ -381,13 +371,13 @@ static void test_narrow_specials(void **state) {
   assert_int_equal(d9_f32_to_f16(0x1p-25f), 0x0000); /* tie to even 0 */
   assert_int_equal(d9_f32_to_f16(0x1.8p-24f), 0x0002); /* tie to even 2 */
   assert_int_equal(d9_f32_to_f16(-0x1p-26f), 0x8000);
-  assert_int_equal(d9_f32_to_f16(ffrom(0xffc00001)), 0xfe00);
-  assert_int_equal(d9_f32_to_bf16(ffrom(0x7f800001)), 0x7fc0);
-  assert_int_equal(d9_f32_to_bf16(ffrom(0xffa50000)), 0xffe5);
-  assert_int_equal(d9_f32_to_bf16(ffrom(0x3f808000)), 0x3f80); /* tie */
-  assert_int_equal(d9_f32_to_bf16(ffrom(0x3f818000)), 0x3f82); /* tie */
-  assert_int_equal(d9_f32_to_bf16(ffrom(0x7f7f8000)), 0x7f80); /* Inf */
-  assert_int_equal(d9_f32_to_bf16(ffrom(0x00008000)), 0x0000);
+  assert_int_equal(d9_f32_to_f16(tu_ffrom(0xffc00001)), 0xfe00);
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0x7f800001)), 0x7fc0);
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0xffa50000)), 0xffe5);
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0x3f808000)), 0x3f80); /* tie */
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0x3f818000)), 0x3f82); /* tie */
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0x7f7f8000)), 0x7f80); /* Inf */
+  assert_int_equal(d9_f32_to_bf16(tu_ffrom(0x00008000)), 0x0000);
   assert_int_equal(d9_f32_to_e4m3(448.0f), 0x7e);
   assert_int_equal(d9_f32_to_e4m3(464.0f), 0x7e);
   assert_int_equal(d9_f32_to_e4m3(1e30f), 0x7e);
@@ -402,7 +392,7 @@ static void test_narrow_specials(void **state) {
   assert_int_equal(d9_f32_to_e5m2(nextafterf(61440.0f, 0)), 0x7b);
   assert_int_equal(d9_f32_to_e5m2(61440.0f), 0x7c);
   assert_int_equal(d9_f32_to_e5m2(-INFINITY), 0xfc);
-  assert_int_equal(d9_f32_to_e5m2(ffrom(0xff800001)), 0xfe);
+  assert_int_equal(d9_f32_to_e5m2(tu_ffrom(0xff800001)), 0xfe);
   assert_int_equal(d9_f32_to_e5m2(0x1p-17f), 0x00);
   assert_int_equal(d9_f32_to_e5m2(nextafterf(0x1p-17f, 1)), 0x01);
 }
@@ -556,7 +546,7 @@ static void ref_affine(uint8_t *dst, d9_dtype dt, const uint8_t *src,
   volatile float t = x * a; /* volatile: two roundings, never an FMA */
   float r = t + b;
   if (isnan(r))
-    r = ffrom(0x7fc00000u);
+    r = tu_ffrom(0x7fc00000u);
   if (dt == D9_F32)
     memcpy(dst, &r, 4);
   else
@@ -600,11 +590,11 @@ static void test_backend_affine(void **state) {
   assert_int_equal(bad, 0);
 
   /* NaN from Inf * 0 and from a NaN input are both the canonical one */
-  float in[2] = {INFINITY, ffrom(0xffc00001)}, out[2];
+  float in[2] = {INFINITY, tu_ffrom(0xffc00001)}, out[2];
   assert_int_equal(be->affine(out, D9_F32, in, D9_F32, 2, 0, 1), 0);
-  assert_int_equal(fbits(out[0]), 0x7fc00000);
+  assert_int_equal(tu_fbits(out[0]), 0x7fc00000);
   assert_int_equal(be->affine(out, D9_F32, in, D9_F32, 2, 1, 1), 0);
-  assert_int_equal(fbits(out[1]), 0x7fc00000);
+  assert_int_equal(tu_fbits(out[1]), 0x7fc00000);
 }
 
 static int setup(void **state) {

@@ -57,17 +57,6 @@ static uint64_t rnd(void) {
 
 static int64_t rnd_below(int64_t n) { return (int64_t)(rnd() % (uint64_t)n); }
 
-static uint32_t fbits(float f) {
-  uint32_t w;
-  memcpy(&w, &f, sizeof w);
-  return w;
-}
-
-static float ffrom(uint32_t w) {
-  float f;
-  memcpy(&f, &w, sizeof f);
-  return f;
-}
 
 static int64_t numel(const int64_t *shape, int ndim) {
   int64_t n = 1;
@@ -342,10 +331,10 @@ static float ref_scale(const void *s, d9_dtype t, int64_t i) {
   if (t == D9_F32) return ((const float *)s)[i];
   uint16_t h;
   memcpy(&h, (const unsigned char *)s + 2 * i, 2);
-  return ffrom((uint32_t)h << 16);
+  return tu_ffrom((uint32_t)h << 16);
 }
 
-static float canon(float t) { return t != t ? ffrom(0x7fc00000u) : t; }
+static float canon(float t) { return t != t ? tu_ffrom(0x7fc00000u) : t; }
 
 static void naive_dequant(float *out, const uint8_t *w, d9_dtype wt, const void *s,
                           d9_dtype st, int64_t M, int64_t N, int64_t b0, int64_t b1) {
@@ -370,7 +359,7 @@ static void run_dequant(int64_t M, int64_t N, int64_t b0, int64_t b1, d9_dtype w
     float v = ldexpf(1.0f + (float)(rnd() % 1024) / 1024.0f, (int)rnd_below(24) - 16);
     if (k == 1) v = 0.0f;
     if (k == 2) v = INFINITY;
-    if (k == 3) v = ffrom(0x00012345u); /* subnormal scale */
+    if (k == 3) v = tu_ffrom(0x00012345u); /* subnormal scale */
     if (st == D9_F32) memcpy(s + 4 * k, &v, 4);
     else {
       uint16_t h = d9_f32_to_bf16(v);
@@ -388,9 +377,9 @@ static void run_dequant(int64_t M, int64_t N, int64_t b0, int64_t b1, d9_dtype w
   uint64_t pulled;
   unsigned char *full = fx_full(&f, y, &pulled);
   for (int64_t i = 0; i < M * N; i++)
-    if (fbits(((float *)full)[i]) != fbits(ref[i])) {
+    if (tu_fbits(((float *)full)[i]) != tu_fbits(ref[i])) {
       fprintf(stderr, "dequant [%lld] = %08x, want %08x (w %02x)\n", (long long)i,
-              fbits(((float *)full)[i]), fbits(ref[i]), w[i]);
+              tu_fbits(((float *)full)[i]), tu_fbits(ref[i]), w[i]);
       fail();
     }
   assert_int_equal(pulled, (uint64_t)(M * N) + (uint64_t)ns * ses);
@@ -461,7 +450,7 @@ static float to_f32(const void *x, d9_dtype t, int64_t i) {
   uint16_t h;
   if (t == D9_F32) return ((const float *)x)[i];
   memcpy(&h, (const unsigned char *)x + 2 * i, 2);
-  return t == D9_BF16 ? ffrom((uint32_t)h << 16) : d9_f16_to_f32(h);
+  return t == D9_BF16 ? tu_ffrom((uint32_t)h << 16) : d9_f16_to_f32(h);
 }
 
 static void naive_quant(uint8_t *q, float *sc, const void *x, d9_dtype t, int64_t M,
@@ -601,7 +590,7 @@ static void test_quant_errors(void **state) {
   fx_close(&f);
   assert_true(d9_cpu_fp8_scale(0.0f) == 1.0f);
   assert_true(d9_cpu_fp8_scale(INFINITY) == 1.0f);
-  assert_true(d9_cpu_fp8_scale(ffrom(1)) == 1.0f);         /* quotient rounds to 0 */
+  assert_true(d9_cpu_fp8_scale(tu_ffrom(1)) == 1.0f);         /* quotient rounds to 0 */
   assert_true(d9_cpu_fp8_scale(448.0f) == 1.0f);
   assert_true(d9_cpu_fp8_scale(896.0f) == 2.0f);
 }

@@ -198,6 +198,19 @@ static d9_mount *try_mount(const char *src, const char *spec, int reverse, int l
   return rc ? NULL : m;
 }
 
+/* A spec that mounting (reverse = 1: mounting --reverse over the llama
+ * fixture) must refuse, with a message holding want1 (and want2). */
+static void expect_refused(fixture *fx, int reverse, const char *want1, const char *want2,
+                           const char *spec_text) {
+  char *spec = spec_write(fx, spec_text);
+  d9_diag diag = {0};
+  assert_null(try_mount(fx->llama, spec, reverse, 0, 0, &diag));
+  if (!strstr(diag.msg, want1) || (want2 && !strstr(diag.msg, want2)))
+    fail_msg("refused with '%s', want '%s'%s%s", diag.msg, want1, want2 ? " and " : "",
+             want2 ? want2 : "");
+  free(spec);
+}
+
 static d9_mount *must_mount(const char *src, const char *spec, int reverse, uint64_t shard) {
   d9_diag diag = {0};
   d9_mount *m = try_mount(src, spec, reverse, 0, shard, &diag);
@@ -723,14 +736,10 @@ static void test_squeeze_unsqueeze(void **state) {
   assert_lossless(fx, fx->llama, fx->src, spec);
   free(spec);
   /* squeezing a dim that is not 1 is refused, naming the step */
-  spec = spec_write(fx, "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
-                        " 'inputs': 'model.norm.weight', 'steps': [{'op': 'squeeze', 'dim': 0}],"
-                        " 'output': 'x'}]}");
-  d9_diag diag = {0};
-  assert_null(try_mount(fx->llama, spec, 0, 0, 0, &diag));
-  assert_non_null(strstr(diag.msg, "steps[0]"));
-  assert_non_null(strstr(diag.msg, "not 1"));
-  free(spec);
+  expect_refused(fx, 0, "steps[0]", "not 1",
+                 "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
+                  " 'inputs': 'model.norm.weight', 'steps': [{'op': 'squeeze', 'dim': 0}],"
+                  " 'output': 'x'}]}");
 }
 
 /* ---- slice ---- */
@@ -842,14 +851,11 @@ static void test_interleave(void **state) {
   assert_lossless(fx, fx->llama, fx->src, spec);
   free(spec);
   /* rows not a multiple of the group are refused */
-  spec = spec_write(fx, "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
-                        " 'inputs': {'g': 'model.layers.{L}.mlp.gate_proj.weight',"
-                        " 'u': 'model.layers.{L}.mlp.up_proj.weight'},"
-                        " 'steps': [{'op': 'interleave', 'group': 2}], 'output': 'x{L}'}]}");
-  d9_diag diag = {0};
-  assert_null(try_mount(fx->llama, spec, 0, 0, 0, &diag));
-  assert_non_null(strstr(diag.msg, "multiple of group"));
-  free(spec);
+  expect_refused(fx, 0, "multiple of group", NULL,
+                 "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
+                  " 'inputs': {'g': 'model.layers.{L}.mlp.gate_proj.weight',"
+                  " 'u': 'model.layers.{L}.mlp.up_proj.weight'},"
+                  " 'steps': [{'op': 'interleave', 'group': 2}], 'output': 'x{L}'}]}");
 }
 
 /* ---- stack, unstack ---- */
@@ -1095,11 +1101,7 @@ static void test_pad_truncate(void **state) {
     char t[512];
     snprintf(t, sizeof t, "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
              " 'inputs': 'model.embed_tokens.weight', 'steps': [%s], 'output': 'x'}]}", bad[i]);
-    spec = spec_write(fx, t);
-    d9_diag diag = {0};
-    assert_null(try_mount(fx->llama, spec, 0, 0, 0, &diag));
-    assert_non_null(strstr(diag.msg, "steps[0]"));
-    free(spec);
+    expect_refused(fx, 0, "steps[0]", NULL, t);
   }
 }
 
@@ -1139,13 +1141,10 @@ static void test_rope(void **state) {
   assert_lossless(fx, fx->llama, fx->src, spec);
   free(spec);
   /* odd head_dim (30 rows = 10 heads of 3) is refused */
-  spec = spec_write(fx, "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
-                        " 'inputs': 'model.norm.weight', 'steps': [{'op': 'rope', 'heads': 10,"
-                        " 'to': 'half'}], 'output': 'x'}]}");
-  d9_diag diag = {0};
-  assert_null(try_mount(fx->llama, spec, 0, 0, 0, &diag));
-  assert_non_null(strstr(diag.msg, "even head_dim"));
-  free(spec);
+  expect_refused(fx, 0, "even head_dim", NULL,
+                 "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'bad',"
+                  " 'inputs': 'model.norm.weight', 'steps': [{'op': 'rope', 'heads': 10,"
+                  " 'to': 'half'}], 'output': 'x'}]}");
 }
 
 /* ---- affine ---- */
@@ -1210,13 +1209,10 @@ static void test_affine(void **state) {
   d9_mount_close(r);
   free(spec);
   /* mul 0 has no inverse: --reverse refused */
-  spec = spec_write(fx, "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'z',"
-                        " 'inputs': 'model.norm.weight', 'steps': [{'op': 'affine', 'mul': 0}],"
-                        " 'output': 'x'}]}");
-  d9_diag diag = {0};
-  assert_null(try_mount(fx->llama, spec, 1, 0, 0, &diag));
-  assert_non_null(strstr(diag.msg, "no inverse"));
-  free(spec);
+  expect_refused(fx, 1, "no inverse", NULL,
+                 "{'d9dfs_spec': 1, 'passthrough': true, 'rules': [{'name': 'z',"
+                  " 'inputs': 'model.norm.weight', 'steps': [{'op': 'affine', 'mul': 0}],"
+                  " 'output': 'x'}]}");
 }
 
 /* ---- cast ---- */
@@ -1802,11 +1798,7 @@ static void test_config_patch(void **state) {
   for (int i = 0; i < 4; i++) {
     char t[256];
     snprintf(t, sizeof t, "{'d9dfs_spec': 1, 'passthrough': true, %s}", bad[i]);
-    spec = spec_write(fx, t);
-    d9_diag diag = {0};
-    assert_null(try_mount(fx->llama, spec, 0, 0, 0, &diag));
-    assert_non_null(strstr(diag.msg, "config"));
-    free(spec);
+    expect_refused(fx, 0, "config", NULL, t);
   }
 }
 

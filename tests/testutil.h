@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bits.h"
 #include "mapper/mount.h"
 #include "mapper/st_header.h"
 #include "tools/gen.h"
