@@ -59,12 +59,34 @@ static int fill_source(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t
       return 0;
     }
   }
-  int r = d9_catalog_pread(rc->cat, t->shard, out, n, off);
+  int r, later = 0;
+  if (rc->check_later) {
+    for (int i = 0; i < rc->ntouched && !later; i++) later = rc->touched[i].shard == t->shard;
+    if (!later && rc->ntouched < (int)(sizeof rc->touched / sizeof *rc->touched)) {
+      rc->touched[rc->ntouched].shard = t->shard;
+      rc->touched[rc->ntouched++].t = t;
+      later = 1;
+    }
+  }
+  r = later ? d9_catalog_pread_unchecked(rc->cat, t->shard, out, n, off)
+            : d9_catalog_pread(rc->cat, t->shard, out, n, off);
   if (r) {
     rc->failed_src = t;
     return r;
   }
   rc->src_bytes += n;
+  return 0;
+}
+
+/* The deferred staleness checks of one read: 0, or the first shard's error. */
+static int check_touched(d9_read_ctx *rc) {
+  for (int i = 0; i < rc->ntouched; i++) {
+    int r = d9_catalog_check(rc->cat, rc->touched[i].shard);
+    if (r) {
+      rc->failed_src = rc->touched[i].t;
+      return r;
+    }
+  }
   return 0;
 }
 
@@ -217,6 +239,8 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
   rc->defer = rc->refs != NULL;
   rc->out_lo = out;
   rc->out_hi = out + n;
+  rc->check_later = 1;
+  rc->ntouched = 0;
   uint64_t end = off + n;
   if (off < vf->header_len) {
     uint64_t h = end < vf->header_len ? end : vf->header_len;
@@ -233,9 +257,14 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
     uint64_t b = e->begin > off ? e->begin : off, t = e->end < end ? e->end : end;
     if (b >= t) continue;
     int r = read_extent(rc, e, b - e->begin, t - e->begin, out + (b - off));
-    if (r) return r;
+    if (r) {
+      rc->check_later = 0;
+      return r;
+    }
   }
-  return (ssize_t)n;
+  rc->check_later = 0;
+  int r = check_touched(rc);
+  return r ? r : (ssize_t)n;
 }
 
 int d9_eval_pieces(const d9_read_ctx *rc, unsigned char *buf, size_t r,

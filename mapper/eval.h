@@ -55,6 +55,14 @@ typedef struct d9_read_ctx {
   int nrefs, maxrefs;
   int defer;                        /* 1 while filling the reply through layout ops only */
   unsigned char *out_lo, *out_hi;   /* the reply buffer of d9_eval_read */
+  /* d9_eval_read checks each source shard it read once, after its last
+   * pread (two syscalls per shard per read, not per segment) */
+  int check_later;                  /* set by d9_eval_read */
+  int ntouched;
+  struct {
+    int shard;
+    const d9_src_tensor *t;         /* a tensor read from it, for the log */
+  } touched[8];
 } d9_read_ctx;
 
 /* Fill elements [start, start+count) of x into out. 0 or -errno. */
