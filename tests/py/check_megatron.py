@@ -44,6 +44,39 @@ def qkv_reference(q, k, v, nh, ng, d):
     return out
 
 
+def megatron_reference(S, cfg):
+    """The full view of llama-/mixtral-to-megatron.json computed from the
+    source tensors S (name -> numpy array) by the DESIGN.md formulas."""
+    nh = cfg["num_attention_heads"]
+    ng = cfg.get("num_key_value_heads") or nh
+    d = cfg.get("head_dim") or cfg["hidden_size"] // nh
+    out = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
+           "decoder.final_layernorm.weight": S["model.norm.weight"],
+           "output_layer.weight": S.get("lm_head.weight", S["model.embed_tokens.weight"])}
+    for L in range(cfg["num_hidden_layers"]):
+        p, t = f"model.layers.{L}.", f"decoder.layers.{L}."
+        for suf in ("weight", "bias"):
+            if p + f"self_attn.q_proj.{suf}" in S:
+                out[t + f"self_attention.linear_qkv.{suf}"] = qkv_reference(
+                    *(S[p + f"self_attn.{x}_proj.{suf}"] for x in "qkv"), nh, ng, d)
+        out[t + "self_attention.linear_qkv.layer_norm_weight"] = S[p + "input_layernorm.weight"]
+        out[t + "self_attention.linear_proj.weight"] = S[p + "self_attn.o_proj.weight"]
+        if p + "mlp.gate_proj.weight" in S:
+            out[t + "mlp.linear_fc1.weight"] = np.concatenate(
+                [S[p + "mlp.gate_proj.weight"], S[p + "mlp.up_proj.weight"]], 0)
+            out[t + "mlp.linear_fc1.layer_norm_weight"] = S[p + "post_attention_layernorm.weight"]
+            out[t + "mlp.linear_fc2.weight"] = S[p + "mlp.down_proj.weight"]
+        else:
+            out[t + "pre_mlp_layernorm.weight"] = S[p + "post_attention_layernorm.weight"]
+            out[t + "mlp.router.weight"] = S[p + "block_sparse_moe.gate.weight"]
+            for e in range(cfg["num_local_experts"]):
+                x = p + f"block_sparse_moe.experts.{e}."
+                out[t + f"mlp.experts.linear_fc1.weight{e}"] = np.concatenate(
+                    [S[x + "w1.weight"], S[x + "w3.weight"]], 0)
+                out[t + f"mlp.experts.linear_fc2.weight{e}"] = S[x + "w2.weight"]
+    return out
+
+
 def same(a, b, name):
     assert a.dtype == b.dtype, f"{name}: dtype {a.dtype} != {b.dtype}"
     assert a.shape == b.shape, f"{name}: shape {a.shape} != {b.shape}"
@@ -57,26 +90,9 @@ def main(src, tree):
     d = cfg.get("head_dim") or cfg["hidden_size"] // nh
     S, _ = load_dir(src)
     T, where = load_dir(tree)
-    expect = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
-              "decoder.final_layernorm.weight": S["model.norm.weight"],
-              "output_layer.weight": S.get("lm_head.weight",
-                                           S["model.embed_tokens.weight"])}
     if "lm_head.weight" not in S:
         assert cfg.get("tie_word_embeddings"), "no lm_head and not tied"
-    for L in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{L}."
-        t = f"decoder.layers.{L}."
-        for suf in ("weight", "bias"):
-            if p + f"self_attn.q_proj.{suf}" not in S:
-                continue
-            expect[t + f"self_attention.linear_qkv.{suf}"] = qkv_reference(
-                *(S[p + f"self_attn.{x}_proj.{suf}"] for x in "qkv"), nh, ng, d)
-        expect[t + "self_attention.linear_qkv.layer_norm_weight"] = S[p + "input_layernorm.weight"]
-        expect[t + "self_attention.linear_proj.weight"] = S[p + "self_attn.o_proj.weight"]
-        expect[t + "mlp.linear_fc1.weight"] = np.concatenate(
-            [S[p + "mlp.gate_proj.weight"], S[p + "mlp.up_proj.weight"]], axis=0)
-        expect[t + "mlp.linear_fc1.layer_norm_weight"] = S[p + "post_attention_layernorm.weight"]
-        expect[t + "mlp.linear_fc2.weight"] = S[p + "mlp.down_proj.weight"]
+    expect = megatron_reference(S, cfg)
     assert set(T) == set(expect), f"tensor sets differ: extra {set(T) - set(expect)}, missing {set(expect) - set(T)}"
     for name, ref in expect.items():
         same(T[name], ref, name)

@@ -18,42 +18,12 @@ import numpy as np
 from safetensors import safe_open
 
 sys.path.insert(0, os.path.dirname(__file__))
-from check_megatron import load_dir, qkv_reference  # noqa: E402
+from check_megatron import load_dir, megatron_reference  # noqa: E402
 
 
 def share(total, r, n):
     base, rem = divmod(total, n)
     return r * base + min(r, rem), base + (1 if r < rem else 0)
-
-
-def full_megatron(S, cfg):
-    """The full view of llama/mixtral-to-megatron, from the source."""
-    nh = cfg["num_attention_heads"]
-    ng = cfg.get("num_key_value_heads") or nh
-    d = cfg.get("head_dim") or cfg["hidden_size"] // nh
-    out = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
-           "decoder.final_layernorm.weight": S["model.norm.weight"],
-           "output_layer.weight": S.get("lm_head.weight", S["model.embed_tokens.weight"])}
-    for L in range(cfg["num_hidden_layers"]):
-        p, t = f"model.layers.{L}.", f"decoder.layers.{L}."
-        out[t + "self_attention.linear_qkv.weight"] = qkv_reference(
-            *(S[p + f"self_attn.{x}_proj.weight"] for x in "qkv"), nh, ng, d)
-        out[t + "self_attention.linear_qkv.layer_norm_weight"] = S[p + "input_layernorm.weight"]
-        out[t + "self_attention.linear_proj.weight"] = S[p + "self_attn.o_proj.weight"]
-        if p + "mlp.gate_proj.weight" in S:
-            out[t + "mlp.linear_fc1.weight"] = np.concatenate(
-                [S[p + "mlp.gate_proj.weight"], S[p + "mlp.up_proj.weight"]], 0)
-            out[t + "mlp.linear_fc1.layer_norm_weight"] = S[p + "post_attention_layernorm.weight"]
-            out[t + "mlp.linear_fc2.weight"] = S[p + "mlp.down_proj.weight"]
-        else:
-            out[t + "pre_mlp_layernorm.weight"] = S[p + "post_attention_layernorm.weight"]
-            out[t + "mlp.router.weight"] = S[p + "block_sparse_moe.gate.weight"]
-            for e in range(cfg["num_local_experts"]):
-                x = p + f"block_sparse_moe.experts.{e}."
-                out[t + f"mlp.experts.linear_fc1.weight{e}"] = np.concatenate(
-                    [S[x + "w1.weight"], S[x + "w3.weight"]], 0)
-                out[t + f"mlp.experts.linear_fc2.weight{e}"] = S[x + "w2.weight"]
-    return out
 
 
 def tp_slice(name, a, r, T):
@@ -76,7 +46,7 @@ def main(mnt, src, kind, n, *flags):
     n = int(n)
     cfg = json.load(open(os.path.join(src, "config.json")))
     S, _ = load_dir(src)
-    F = full_megatron(S, cfg)
+    F = megatron_reference(S, cfg)
     nl = cfg["num_hidden_layers"]
     if "--amplification" in flags:
         def stats():

@@ -16,6 +16,9 @@ import sys
 import numpy as np
 from safetensors import safe_open
 
+sys.path.insert(0, os.path.dirname(__file__))
+from check_megatron import megatron_reference  # noqa: E402
+
 
 def e4m3_table():
     t = np.zeros(256, dtype=np.float64)
@@ -134,36 +137,12 @@ def expect_qwen3(S, cfg):
     return want
 
 
-def qkv_rows(q, k, v, nh, ng, d):
-    g = nh // ng
-    parts = []
-    for grp in range(ng):
-        parts += [q[grp * g * d:(grp + 1) * g * d], k[grp * d:(grp + 1) * d], v[grp * d:(grp + 1) * d]]
-    return np.concatenate(parts, 0)
-
-
 def expect_mixtral_megatron(S, cfg):
-    nh = cfg["num_attention_heads"]
-    ng = cfg.get("num_key_value_heads") or nh
-    d = cfg.get("head_dim") or cfg["hidden_size"] // nh
-    want = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
-            "decoder.final_layernorm.weight": S["model.norm.weight"],
-            "output_layer.weight": S.get("lm_head.weight", S["model.embed_tokens.weight"])}
-    for L in range(cfg["num_hidden_layers"]):
-        p, t = f"model.layers.{L}.", f"decoder.layers.{L}."
-        dt = S[p + "self_attn.q_proj.weight"][0]
-        want[t + "self_attention.linear_qkv.weight"] = (dt, qkv_rows(
-            *(S[p + f"self_attn.{x}_proj.weight"][1] for x in "qkv"), nh, ng, d))
-        want[t + "self_attention.linear_qkv.layer_norm_weight"] = S[p + "input_layernorm.weight"]
-        want[t + "self_attention.linear_proj.weight"] = S[p + "self_attn.o_proj.weight"]
-        want[t + "pre_mlp_layernorm.weight"] = S[p + "post_attention_layernorm.weight"]
-        want[t + "mlp.router.weight"] = S[p + "block_sparse_moe.gate.weight"]
-        for e in range(cfg["num_local_experts"]):
-            x = p + f"block_sparse_moe.experts.{e}."
-            want[t + f"mlp.experts.linear_fc1.weight{e}"] = (dt, np.concatenate(
-                [S[x + "w1.weight"][1], S[x + "w3.weight"][1]], 0))
-            want[t + f"mlp.experts.linear_fc2.weight{e}"] = S[x + "w2.weight"]
-    return want
+    """check_megatron's reference on the raw arrays; every tensor keeps the
+    source dtype (the spec casts nothing)."""
+    dt = S["model.embed_tokens.weight"][0]
+    full = megatron_reference({k: a for k, (_, a) in S.items()}, cfg)
+    return {k: (dt, v) for k, v in full.items()}
 
 
 def expect_deepseek(S, cfg):
