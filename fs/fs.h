@@ -20,6 +20,9 @@ typedef struct d9_fs_opts {
                            changed in the microseconds between the staleness
                            check and the kernel's copy would be served as it
                            then was (logged and counted, not refused) */
+  int direct_io;        /* -o direct_io: read() of tensor files bypasses the
+                           kernel page cache (faster cold streaming reads;
+                           re-reads come back to the daemon) */
   int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = max_read */
 } d9_fs_opts;
 

@@ -30,6 +30,20 @@
  * shard's pages, not copies, so a change in the microseconds between the
  * check and the kernel's copy is served; a second check reports it.
  *
+ * Direct I/O (-o direct_io): tensor files are opened with FOPEN_DIRECT_IO,
+ * so read() bypasses FUSE's page cache: a reply is copied straight into the
+ * reader's buffer, with none of the page-cache page allocation, insertion
+ * and second copy that bound a buffered cold read (docs/performance.md).
+ * st_blksize is raised to 4 MiB so that cat and cp read in 4 MiB calls,
+ * which the kernel splits into max_read requests sent together (async
+ * direct I/O) and the worker threads answer in parallel. Re-reads are not
+ * cached and come back to us. Shared mmap of a direct_io file needs
+ * FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+, an INIT flag in flags2 that
+ * libfuse 3.14 does not know): the session's I/O goes through io_read /
+ * io_writev, which note the kernel's INIT offer and add the flag to
+ * libfuse's INIT reply. A kernel that does not offer it gets the buffered
+ * path, so safetensors' mmap keeps working either way.
+ *
  * Dynamic files (.d9dfs/stats.json) are rendered once per open into a
  * buffer owned by the open file (fi->fh) and read with direct_io, so their
  * st_size of 0 does not truncate reads.
@@ -60,7 +74,23 @@ enum {
   FS_MIN_READ = 4096,        /* bytes; the kernel's floor for max_read */
   FS_MAX_DEPTH = 256,        /* deepest path printed in an error line */
   FS_PAGE = 4096,            /* bytes; the pipe's unit: one page per slot */
+  FS_DIO_BLKSIZE = 4 << 20,  /* bytes; st_blksize with -o direct_io */
 };
+
+/* The parts of the FUSE protocol's INIT messages that io_read/io_writev
+ * touch (linux/fuse.h; the layout is ABI, stable since protocol 7.36).
+ * Declared here because Debian 12's linux/fuse.h predates the flag. */
+enum {
+  FUSE_OP_INIT = 26,
+  FUSE_IN_HDR = 40,              /* bytes: struct fuse_in_header */
+  FUSE_OUT_HDR = 16,             /* bytes: struct fuse_out_header */
+  INIT_IN_FLAGS = 12,            /* offsets in fuse_init_in / fuse_init_out */
+  INIT_IN_FLAGS2 = 16,
+  INIT_OUT_FLAGS = 12,
+  INIT_OUT_FLAGS2 = 32,
+};
+static const uint64_t FUSE_FLAG_INIT_EXT = 1ull << 30;
+static const uint64_t FUSE_FLAG_DIO_ALLOW_MMAP = 1ull << 36;
 
 /* Per-mount state, reached through fuse_req_userdata(). Every field is set
  * before the session starts (pipe_size at the latest in INIT, which the
@@ -78,6 +108,10 @@ typedef struct fs_state {
   pthread_key_t buf_key;   /* -> rbuf: this thread's reusable read buffer */
   size_t pipe_size;        /* bytes; 0 = no splice replies */
   size_t splice_max;       /* bytes; largest reply that goes through a pipe */
+  int direct_io;           /* tensor files bypass the page cache; cleared in
+                              INIT when the kernel cannot mmap them */
+  uint64_t init_unique;    /* the kernel's INIT request until answered, else 0 */
+  uint64_t init_flags;     /* its flags | flags2 << 32 */
 } fs_state;
 
 /* A read buffer and a splice pipe kept per thread, so that big replies do
@@ -269,7 +303,8 @@ static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
   }
   st->st_uid = s->uid;
   st->st_gid = s->gid;
-  st->st_blksize = s->max_read; /* cp, cat, Python size their reads by it */
+  /* cp, cat, Python size their reads by it */
+  st->st_blksize = s->direct_io ? FS_DIO_BLKSIZE : s->max_read;
   st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
   st->st_atim = st->st_mtim = st->st_ctim = s->mtime;
 }
@@ -286,6 +321,68 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   /* Not min()'d with the kernel's offer: the kernel takes min(bdi
    * read_ahead_kb, this), and d9_host_set_readahead() raised read_ahead_kb. */
   conn->max_readahead = s->readahead;
+  if (s->direct_io && !(s->init_flags & FUSE_FLAG_DIO_ALLOW_MMAP)) {
+    s->direct_io = 0;
+    fprintf(stderr, "d9dfs: -o direct_io: this kernel cannot mmap direct_io files "
+            "(no FUSE_DIRECT_IO_ALLOW_MMAP); reads go through the page cache\n");
+  }
+  if (s->direct_io && (conn->capable & FUSE_CAP_ASYNC_DIO))
+    conn->want |= FUSE_CAP_ASYNC_DIO; /* a 4 MiB read: requests in parallel */
+}
+
+/* The session's I/O (fuse_session_custom_io): plain read/writev/splice on
+ * /dev/fuse, except that io_read notes the kernel's INIT request and
+ * io_writev adds FUSE_DIRECT_IO_ALLOW_MMAP to its reply when direct_io is
+ * on (see "Direct I/O" above). The kernel sends nothing else until INIT is
+ * answered, so init_unique is set and cleared with no other request in
+ * flight; the atomics only order it for threads started later. */
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
+  fs_state *s = userdata;
+  ssize_t r = read(fd, buf, len);
+  if (r >= FUSE_IN_HDR + INIT_IN_FLAGS2 + 4) {
+    uint32_t op, flags, flags2;
+    uint64_t unique;
+    memcpy(&op, (char *)buf + 4, 4);
+    if (op == FUSE_OP_INIT) {
+      memcpy(&unique, (char *)buf + 8, 8);
+      memcpy(&flags, (char *)buf + FUSE_IN_HDR + INIT_IN_FLAGS, 4);
+      memcpy(&flags2, (char *)buf + FUSE_IN_HDR + INIT_IN_FLAGS2, 4);
+      s->init_flags = flags | (flags & FUSE_FLAG_INIT_EXT ? (uint64_t)flags2 << 32 : 0);
+      __atomic_store_n(&s->init_unique, unique, __ATOMIC_RELEASE);
+    }
+  }
+  return r;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  fs_state *s = userdata;
+  uint64_t want = __atomic_load_n(&s->init_unique, __ATOMIC_ACQUIRE), unique;
+  int32_t error;
+  if (!want || count < 2 || iov[0].iov_len < FUSE_OUT_HDR ||
+      iov[1].iov_len < INIT_OUT_FLAGS2 + 4 || iov[1].iov_len > 256)
+    return writev(fd, iov, count);
+  memcpy(&error, (char *)iov[0].iov_base + 4, 4);
+  memcpy(&unique, (char *)iov[0].iov_base + 8, 8);
+  if (unique != want) return writev(fd, iov, count);
+  __atomic_store_n(&s->init_unique, 0, __ATOMIC_RELEASE);
+  if (error || !s->direct_io) return writev(fd, iov, count);
+  unsigned char out[256]; /* libfuse's reply, with the flag added */
+  uint32_t flags, flags2;
+  memcpy(out, iov[1].iov_base, iov[1].iov_len);
+  memcpy(&flags, out + INIT_OUT_FLAGS, 4);
+  memcpy(&flags2, out + INIT_OUT_FLAGS2, 4);
+  flags |= (uint32_t)FUSE_FLAG_INIT_EXT;
+  flags2 |= (uint32_t)(FUSE_FLAG_DIO_ALLOW_MMAP >> 32);
+  memcpy(out + INIT_OUT_FLAGS, &flags, 4);
+  memcpy(out + INIT_OUT_FLAGS2, &flags2, 4);
+  struct iovec v[2] = {iov[0], {out, iov[1].iov_len}};
+  return count == 2 ? writev(fd, v, 2) : -1; /* INIT replies are one struct */
+}
+
+static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+                         unsigned flags, void *userdata) {
+  (void)userdata;
+  return splice(fdin, offin, fdout, offout, len, flags);
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -393,6 +490,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fi->noflush = 1; /* nothing to flush on close */
   if (n->kind == D9_NODE_FILE) {
     fi->keep_cache = 1; /* immutable: cached pages stay valid across opens */
+    fi->direct_io = s->direct_io;
     fuse_reply_open(req, fi);
     return;
   }
@@ -684,6 +782,7 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   s.uid = getuid();
   s.gid = getgid();
   clock_gettime(CLOCK_REALTIME, &s.mtime);
+  s.direct_io = o->direct_io;
   if (o->splice) { /* see "Zero-copy replies" above */
     s.pipe_size = pipe_max_size();
     s.splice_max = s.pipe_size > 4 * FS_PAGE ? s.pipe_size - 4 * FS_PAGE : 0;
@@ -727,6 +826,12 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   if (fuse_session_mount(se, real) != 0) { /* libfuse printed why */
     err = d9_diag_fail(diag, EIO, "%s: fuse mount failed", mountpoint);
     goto out_signals;
+  }
+  static const struct fuse_custom_io io = {
+      .read = io_read, .writev = io_writev, .splice_send = io_splice};
+  if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0) {
+    err = d9_diag_fail(diag, EIO, "%s: cannot set the session's I/O", mountpoint);
+    goto out_unmount;
   }
   /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
    * max_readahead) sees the raised value. */

@@ -226,6 +226,40 @@ static ssize_t read_copy(const d9_vfile *vf, uint64_t off, size_t n, unsigned ch
   return (ssize_t)n;
 }
 
+/* The first extent of vf with end > off (nextents if none). */
+static int first_extent(const d9_vfile *vf, uint64_t off) {
+  int lo = 0, hi = vf->nextents;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (vf->extents[mid].end <= off) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+/* 1 if x or a node under it computes; *budget bounds the walk (a walk that
+ * runs out answers 1: the caller only decides whether to split). */
+static int node_computes(const d9_node *x, int *budget) {
+  if (--*budget < 0) return 1;
+  switch (x->op) {
+    case D9_OP_SOURCE: return 0;
+    case D9_OP_RESHAPE:
+    case D9_OP_CONCAT:
+    case D9_OP_SLICE:
+      for (int i = 0; i < x->nin; i++)
+        if (node_computes(x->in[i], budget)) return 1;
+      return 0;
+    default: return 1;
+  }
+}
+
+int d9_eval_range_computes(const d9_vfile *vf, uint64_t off, size_t n) {
+  if (vf->kind != D9_VF_TENSORS) return 0;
+  int budget = 256;
+  for (int i = first_extent(vf, off); i < vf->nextents && vf->extents[i].begin < off + n; i++)
+    if (node_computes(vf->extents[i].target->node, &budget)) return 1;
+  return 0;
+}
+
 ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n, void *buf) {
   unsigned char *out = buf;
   if (off >= vf->size) return 0;
@@ -246,13 +280,7 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
     uint64_t h = end < vf->header_len ? end : vf->header_len;
     memcpy(out, vf->bytes + off, h - off);
   }
-  /* first extent with e.end > off */
-  int lo = 0, hi = vf->nextents;
-  while (lo < hi) {
-    int mid = lo + (hi - lo) / 2;
-    if (vf->extents[mid].end <= off) lo = mid + 1; else hi = mid;
-  }
-  for (int i = lo; i < vf->nextents && vf->extents[i].begin < end; i++) {
+  for (int i = first_extent(vf, off); i < vf->nextents && vf->extents[i].begin < end; i++) {
     const d9_extent *e = &vf->extents[i];
     uint64_t b = e->begin > off ? e->begin : off, t = e->end < end ? e->end : end;
     if (b >= t) continue;

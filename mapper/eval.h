@@ -85,6 +85,11 @@ void d9_scratch_pop(d9_read_ctx *rc, void *p, size_t n);
  * EOF) or -errno. */
 ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n, void *buf);
 
+/* 1 if bytes [off, off+n) of vf cover a tensor whose evaluation computes
+ * (cast, permute, dequant, ...: any op besides source, reshape, concat and
+ * slice), 0 if they only move source bytes. Cheap: a bounded graph walk. */
+int d9_eval_range_computes(const d9_vfile *vf, uint64_t off, size_t n);
+
 /* After d9_eval_read(rc, vf, off, n, buf) returned r >= 0 with rc->refs
  * set: the reply, bytes [0, r), as pieces of buf and the recorded source
  * refs, in order (see d9_mount_read_pieces). Returns the piece count. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -19,6 +20,25 @@
 #include "spec.h"
 
 enum { SPEC_MAX = 16u << 20, POOL_MAX = 512, MEM_DEFAULT_MB = 64 };
+
+/* Split reads (see read_split): parts of at least SPLIT_MIN bytes, at most
+ * HELPERS_MAX helper threads; THREADS_AUTO caps the default. */
+enum { SPLIT_MIN = 256 << 10, HELPERS_MAX = 7, THREADS_AUTO = 8 };
+/* A helper that finishes a part spins this long before it sleeps: on these
+ * VMs waking a thread on an idle CPU takes long enough to eat the gain of
+ * splitting a 1 MiB read (docs/performance.md). */
+enum { SPIN_NS = 500 * 1000 };
+
+/* One part of a split read, evaluated by a helper thread. */
+typedef struct read_part {
+  const d9_vfile *vf;
+  uint64_t off;
+  size_t n;
+  unsigned char *buf;
+  d9_read_ctx rc;
+  ssize_t r;
+  int done;
+} read_part;
 
 struct d9_mount {
   d9_catalog *cat;
@@ -38,12 +58,24 @@ struct d9_mount {
   int verbose;
   d9_faults faults;    /* test-only fault injection; off unless asked */
   _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
+  _Atomic uint64_t split_reads;
   pthread_mutex_t pool_lock; /* guards pool, npool, scratch_out */
   pthread_cond_t pool_free;  /* signalled when a scratch buffer comes back */
   unsigned char *pool[POOL_MAX];
   int npool;
   int scratch_out;           /* scratch buffers held by reads in flight */
   int scratch_max;           /* the memory budget in scratch buffers (>= 1) */
+  int nhelpers;              /* helper threads for split reads (0 = none) */
+  pthread_mutex_t help_lock; /* guards the fields below */
+  pthread_cond_t help_work;  /* a part was queued, or stop */
+  pthread_cond_t help_done;  /* a part is done */
+  pthread_t helper[HELPERS_MAX];
+  int started;               /* helpers running (started on first split) */
+  pid_t started_pid;         /* in this process: a fork does not copy threads */
+  int idle;                  /* helpers not reserved by a read */
+  int stop;
+  read_part *queue[HELPERS_MAX];
+  int nqueue;
 };
 
 /* Tree construction: nodes with child lists, from one arena. */
@@ -205,6 +237,14 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if (!m) return d9_diag_fail(diag, ENOMEM, "out of memory");
   pthread_mutex_init(&m->pool_lock, NULL);
   pthread_cond_init(&m->pool_free, NULL);
+  pthread_mutex_init(&m->help_lock, NULL);
+  pthread_cond_init(&m->help_work, NULL);
+  pthread_cond_init(&m->help_done, NULL);
+  {
+    long t = o->threads ? o->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (!o->threads && t > THREADS_AUTO) t = THREADS_AUTO;
+    m->nhelpers = t <= 1 ? 0 : t - 1 > HELPERS_MAX ? HELPERS_MAX : (int)t - 1;
+  }
   {
     uint64_t mb = o->mem_budget_mb ? o->mem_budget_mb : MEM_DEFAULT_MB;
     uint64_t n = (mb << 20) / D9_SCRATCH_BYTES;
@@ -253,6 +293,15 @@ fail:
 
 void d9_mount_close(d9_mount *m) {
   if (!m) return;
+  pthread_mutex_lock(&m->help_lock);
+  m->stop = 1;
+  pthread_cond_broadcast(&m->help_work);
+  int joinable = m->started_pid == getpid() ? m->started : 0;
+  pthread_mutex_unlock(&m->help_lock);
+  for (int i = 0; i < joinable; i++) pthread_join(m->helper[i], NULL);
+  pthread_mutex_destroy(&m->help_lock);
+  pthread_cond_destroy(&m->help_work);
+  pthread_cond_destroy(&m->help_done);
   d9_plan_destroy(m->plan);
   for (int r = 0; r < m->nranks; r++) d9_plan_destroy(m->rank_plans[r]);
   free(m->rank_plans);
@@ -325,6 +374,119 @@ static void pool_put(d9_mount *m, unsigned char *p) {
   free(p);
 }
 
+/* A scratch buffer if the budget has one free now, else NULL (no wait). */
+static int pool_tryget(d9_mount *m, unsigned char **out) {
+  int ok = 0;
+  unsigned char *p = NULL;
+  pthread_mutex_lock(&m->pool_lock);
+  if (m->scratch_out < m->scratch_max) {
+    ok = 1;
+    m->scratch_out++;
+    if (m->npool) p = m->pool[--m->npool];
+  }
+  pthread_mutex_unlock(&m->pool_lock);
+  if (ok) *out = p ? p : malloc(D9_SCRATCH_BYTES);
+  return ok;
+}
+
+static void *helper_main(void *arg) {
+  d9_mount *m = arg;
+  pthread_mutex_lock(&m->help_lock);
+  for (;;) {
+    if (!m->nqueue && !m->stop) { /* spin a while before sleeping: see SPIN_NS */
+      pthread_mutex_unlock(&m->help_lock);
+      struct timespec t0, t;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      do {
+        for (int i = 0; i < 64; i++) __builtin_ia32_pause();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+      } while (!__atomic_load_n(&m->nqueue, __ATOMIC_RELAXED) &&
+               (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < SPIN_NS);
+      pthread_mutex_lock(&m->help_lock);
+    }
+    while (!m->nqueue && !m->stop) pthread_cond_wait(&m->help_work, &m->help_lock);
+    if (m->stop) break;
+    /* nqueue changes under help_lock, atomically for the spin above */
+    int q = __atomic_sub_fetch(&m->nqueue, 1, __ATOMIC_RELAXED);
+    read_part *p = m->queue[q];
+    pthread_mutex_unlock(&m->help_lock);
+    p->r = d9_eval_read(&p->rc, p->vf, p->off, p->n, p->buf);
+    pthread_mutex_lock(&m->help_lock);
+    p->done = 1;
+    m->idle++;
+    pthread_cond_broadcast(&m->help_done);
+  }
+  pthread_mutex_unlock(&m->help_lock);
+  return NULL;
+}
+
+/* Split reads. A read of at least 2 * SPLIT_MIN bytes whose range computes
+ * (a cast, transpose, dequant, ... : d9_eval_range_computes) is cut into
+ * page-aligned parts evaluated at once: the caller takes the first (rc),
+ * idle helper threads the others. Helpers start on the first split, in
+ * the process that reads (a daemon forks after opening the mount). Only
+ * idle helpers and free scratch are taken, never waited for, so under
+ * parallel readers each read runs whole on its own thread. Returns the
+ * number of parts handed to helpers (parts[0..k)), 0 for none. */
+static int post_parts(d9_mount *m, const d9_vfile *vf, uint64_t off, size_t n,
+                      unsigned char *buf, const d9_read_ctx *rc, read_part *parts, size_t *first) {
+  if (!m->nhelpers || n < 2 * SPLIT_MIN || !d9_eval_range_computes(vf, off, n)) return 0;
+  pthread_mutex_lock(&m->help_lock);
+  if (m->started && m->started_pid != getpid()) m->started = m->idle = 0; /* forked */
+  if (!m->started && !m->stop) {
+    for (int i = 0; i < m->nhelpers; i++) {
+      if (pthread_create(&m->helper[i], NULL, helper_main, m)) break;
+      m->started++;
+    }
+    m->idle = m->started;
+    m->started_pid = getpid();
+    if (!m->started) m->nhelpers = 0; /* cannot start threads: never split */
+  }
+  size_t most = n / SPLIT_MIN - 1; /* helpers' parts, each >= SPLIT_MIN */
+  int k = m->idle < (int)most ? m->idle : (int)most;
+  for (int i = 0; i < k; i++)
+    if (!pool_tryget(m, &parts[i].rc.scratch)) k = i;
+  if (k > 0) {
+    size_t each = (n / (size_t)(k + 1)) & ~(size_t)4095, at = n - each * (size_t)k;
+    *first = at;
+    for (int i = 0; i < k; i++, at += each) {
+      read_part *p = &parts[i];
+      unsigned char *scratch = p->rc.scratch;
+      *p = (read_part){.vf = vf, .off = off + at, .n = each, .buf = buf + at};
+      p->rc = (d9_read_ctx){.cat = rc->cat, .be = rc->be, .scratch = scratch,
+                            .faults = rc->faults};
+      m->queue[__atomic_fetch_add(&m->nqueue, 1, __ATOMIC_RELAXED)] = p;
+    }
+    m->idle -= k;
+    pthread_cond_broadcast(&m->help_work);
+  }
+  pthread_mutex_unlock(&m->help_lock);
+  return k;
+}
+
+/* Wait for parts[0..k), return their scratch, fold their counts and first
+ * error into rc; returns that error or 0. */
+static ssize_t join_parts(d9_mount *m, read_part *parts, int k, d9_read_ctx *rc) {
+  ssize_t err = 0;
+  pthread_mutex_lock(&m->help_lock);
+  for (int i = 0; i < k; i++)
+    while (!parts[i].done) pthread_cond_wait(&m->help_done, &m->help_lock);
+  pthread_mutex_unlock(&m->help_lock);
+  for (int i = 0; i < k; i++) {
+    read_part *p = &parts[i];
+    pool_put(m, p->rc.scratch);
+    rc->src_bytes += p->rc.src_bytes;
+    rc->tensors += p->rc.tensors;
+    if (p->r >= 0 && (size_t)p->r == p->n) continue;
+    if (!err) {
+      err = p->r < 0 ? p->r : -EIO;
+      if (!rc->failed_target) rc->failed_target = p->rc.failed_target;
+      if (!rc->failed_src) rc->failed_src = p->rc.failed_src;
+    }
+  }
+  return err;
+}
+
 /* d9_mount_read, and d9_mount_read_pieces when pieces is set. */
 static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
                           d9_piece *pieces, int *npieces) {
@@ -337,8 +499,19 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
   d9_ref refs[D9_READ_MAXREFS];
   d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
   if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
-  if (pieces) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS;
-  ssize_t r = d9_eval_read(&rc, vf, off, n, buf);
+  if (vf->kind == D9_VF_TENSORS && off < vf->size && n > vf->size - off)
+    n = (size_t)(vf->size - off); /* parts must not run past EOF */
+  read_part parts[HELPERS_MAX];
+  size_t first = n;
+  int k = vf->kind == D9_VF_TENSORS && off < vf->size
+              ? post_parts(m, vf, off, n, buf, &rc, parts, &first) : 0;
+  if (pieces && !k) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS; /* split: all copied */
+  ssize_t r = d9_eval_read(&rc, vf, off, first, buf);
+  if (k) {
+    atomic_fetch_add_explicit(&m->split_reads, 1, memory_order_relaxed);
+    ssize_t e = join_parts(m, parts, k, &rc);
+    if (r >= 0) r = e ? e : (size_t)r != first ? -EIO : (ssize_t)n;
+  }
   if (pieces && r >= 0) *npieces = d9_eval_pieces(&rc, buf, (size_t)r, pieces);
   pool_put(m, rc.scratch);
   atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
@@ -401,6 +574,7 @@ void d9_mount_get_stats(const d9_mount *m, d9_stats *o) {
   o->reads = atomic_load(&m->reads);
   o->tensors_evaluated = atomic_load(&m->tensors_evaluated);
   o->errors = atomic_load(&m->errors);
+  o->split_reads = atomic_load(&m->split_reads);
 }
 
 /* .d9dfs/report.json: the validation findings (lenient mounts), a JSON
@@ -434,10 +608,11 @@ int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len) {
   if (!buf) return -ENOMEM;
   int n = snprintf(buf, 512,
                    "{\n  \"bytes_served\": %llu,\n  \"bytes_read_source\": %llu,\n"
-                   "  \"reads\": %llu,\n  \"tensors_evaluated\": %llu,\n  \"errors\": %llu\n}\n",
+                   "  \"reads\": %llu,\n  \"tensors_evaluated\": %llu,\n  \"errors\": %llu,\n"
+                   "  \"split_reads\": %llu\n}\n",
                    (unsigned long long)s.bytes_served, (unsigned long long)s.bytes_read_source,
                    (unsigned long long)s.reads, (unsigned long long)s.tensors_evaluated,
-                   (unsigned long long)s.errors);
+                   (unsigned long long)s.errors, (unsigned long long)s.split_reads);
   *out = buf;
   *out_len = (size_t)n;
   return 0;

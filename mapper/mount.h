@@ -33,6 +33,9 @@ typedef struct d9_mount_opts {
   uint64_t max_shard_size;/* override the spec's output.max_shard_size; 0 = the spec's */
   uint64_t mem_budget_mb; /* -o mem=MiB: evaluation scratch, in MiB (0 = 64); reads
                              beyond it wait (2 MiB per read in flight) */
+  int threads;            /* -o threads=N: threads that evaluate one computing read
+                             (casts, dequant, ...) at once; 0 = the CPUs online, at
+                             most 8; 1 = the reading thread alone */
   uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
   uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
 } d9_mount_opts;
@@ -58,6 +61,7 @@ typedef struct d9_stats {
   uint64_t reads;              /* d9_mount_read calls */
   uint64_t tensors_evaluated;  /* target tensor extents (or parts) evaluated */
   uint64_t errors;             /* reads that returned an error */
+  uint64_t split_reads;        /* reads evaluated in parts on several threads */
 } d9_stats;
 
 /* Catalog the source, parse the spec, build and validate the graph, plan

@@ -35,9 +35,13 @@ static const char usage[] =
     "  -o max_read=KB     largest read request, 4..1024 (default 1024; 1008 with splice)\n"
     "  -o splice          zero-copy replies for unchanged bytes (a source changed\n"
     "                     mid-read is then logged, not refused; default off)\n"
+    "  -o direct_io       read() bypasses the page cache: faster cold streaming\n"
+    "                     reads (cp, cat), re-reads not cached; mmap still cached\n"
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
+    "  -o threads=N       threads that evaluate one computing read (casts,\n"
+    "                     dequant, ...) together (default: CPUs online, at most 8)\n"
     "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
     "                     flight; reads beyond it wait\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
@@ -82,12 +86,14 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "single_thread") && !eq) fo->single_thread = 1;
     else if (!strcmp(tok, "splice") && !eq) fo->splice = 1;
     else if (!strcmp(tok, "no_splice") && !eq) fo->splice = 0;
+    else if (!strcmp(tok, "direct_io") && !eq) fo->direct_io = 1;
     else if (!strcmp(tok, "allow_other") && !eq) fo->allow_other = 1;
     else if (!strcmp(tok, "auto_unmount") && !eq) fo->auto_unmount = 1;
     else if (!strcmp(tok, "tp") && eq && !parse_u(eq, 1, 4096, &v)) mo->tp = (int)v;
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
+    else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 64, &v)) mo->threads = (int)v;
     else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))
       mo->mem_budget_mb = (uint64_t)v;
     else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
@@ -266,6 +272,13 @@ int main(int argc, char **argv) {
   if (k == 0 && access(pos[2], F_OK)) {
     fprintf(stderr, "d9dfs: %s: mount point: %s\n", pos[2], strerror(errno));
     return 1;
+  }
+  /* A buffered (page-cache) reader spends as much CPU in the kernel as
+   * the daemon does: leave it a CPU rather than split reads across all
+   * of them (docs/performance.md, "Split reads"). */
+  if (k == 0 && !mo.threads && !fo.direct_io) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+    mo.threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
   }
   d9_mount *m = open_or_die(pos[0], pos[1], &mo);
   if (!m) return 1;

@@ -14,12 +14,12 @@ d9_build -DD9DFS_TESTS=ON
 # Sanitizer builds (tests/fuzz/README.md). ASan+UBSan: the whole suite
 # again, the fuzz corpus replays and the mount scripts included (the
 # daemons then run instrumented; faults.sh checks their logs for reports).
-# TSan: the multi-threaded read test. About 1 minute on 2 cores.
+# TSan: the multi-threaded read tests. About 1 minute on 2 cores.
 D9_BUILD=$D9_ROOT/build-asan d9_build -DD9DFS_TESTS=ON -DD9DFS_CUDA=OFF \
   -DD9DFS_SANITIZE=address,undefined
 (cd "$D9_ROOT/build-asan" && PYTHON="$D9_VENV/bin/python" ctest --output-on-failure --timeout 900)
-echo "== building test_concurrency in $D9_ROOT/build-tsan"
+echo "== building test_concurrency and test_split in $D9_ROOT/build-tsan"
 cmake -S "$D9_ROOT" -B "$D9_ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD9DFS_TESTS=ON \
   -DD9DFS_CUDA=OFF -DD9DFS_SANITIZE=thread >/dev/null
-cmake --build "$D9_ROOT/build-tsan" -j"$(nproc)" --target test_concurrency >/dev/null
-(cd "$D9_ROOT/build-tsan" && ctest --output-on-failure --timeout 900 -R '^test_concurrency$')
+cmake --build "$D9_ROOT/build-tsan" -j"$(nproc)" --target test_concurrency test_split >/dev/null
+(cd "$D9_ROOT/build-tsan" && ctest --output-on-failure --timeout 900 -R '^test_(concurrency|split)$')

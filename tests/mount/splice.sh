@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Zero-copy (spliced) replies through real mounts: the same bytes as
-# `d9dfs convert` and as -o no_splice, and a source shard truncated or
-# rewritten under the mount gives the reader an error (EIO/ESTALE), never a
-# short read, while the mount stays up.
+# The reply paths through real mounts: zero-copy (spliced) replies and
+# direct I/O (-o direct_io) give the same bytes as `d9dfs convert` and as
+# -o no_splice; a direct_io file is uncached, has a 4 MiB st_blksize and
+# still maps (shared mmap, as safetensors loads); and a source shard
+# truncated or rewritten under the mount gives the reader an error
+# (EIO/ESTALE), never a short read, while the mount stays up.
 # usage: splice.sh D9DFS D9GEN
 # Exits 77 (skip) only when /dev/fuse is truly absent and CI is not set.
 set -euo pipefail
@@ -14,6 +16,23 @@ same_tree() { # REF MNT: every file of REF equals the one in MNT
 }
 
 stat_errors() { sed -n 's/.*"errors": \([0-9]*\).*/\1/p' "$1/.d9dfs/stats.json"; }
+stat_served() { sed -n 's/.*"bytes_served": \([0-9]*\).*/\1/p' "$1/.d9dfs/stats.json"; }
+
+# every file of REF equals MNT's through a shared, read-only mmap
+same_mmap() {
+  "$PY" - "$1" "$2" <<'PY'
+import mmap, os, sys
+ref, mnt = sys.argv[1:]
+for name in sorted(os.listdir(ref)):
+    want = open(os.path.join(ref, name), "rb").read()
+    with open(os.path.join(mnt, name), "rb") as f:
+        if not want:
+            continue
+        m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        if m[:] != want:
+            sys.exit("%s: mapped bytes differ" % name)
+PY
+}
 
 SRC=$WORK/src
 "$D9GEN" --family llama --layers 8 --hidden 256 --heads 4 --kv-heads 2 \
@@ -29,18 +48,37 @@ for spec in identity llama-to-megatron; do
   check "$spec: -o max_read=1024 (too big to splice) equals d9dfs convert" \
     same_tree "$WORK/ref-$spec" "$WORK/s-$spec"
   check "$spec: no read error counted" test "$(stat_errors "$WORK/m-$spec")" = 0
+  for o in direct_io direct_io,splice; do
+    M=$WORK/d-$spec-${o//,/-}
+    do_mount "$SRC" "$SPECS/$spec.json" "$M" -o "$o"
+    check "$spec -o $o: read() equals d9dfs convert" same_tree "$WORK/ref-$spec" "$M"
+    F=$(ls "$M"/*.safetensors | head -1)
+    check "$spec -o $o: st_blksize is 4 MiB" test "$(stat -c %o "$F")" = 4194304
+    before=$(stat_served "$M")
+    cat "$F" >/dev/null
+    cat "$F" >/dev/null
+    check "$spec -o $o: a re-read comes back to the daemon (no page cache)" \
+      test "$(( $(stat_served "$M") - before ))" -ge "$(( 2 * $(stat -c %s "$F") ))"
+    check "$spec -o $o: shared mmap works and equals d9dfs convert" \
+      same_mmap "$WORK/ref-$spec" "$M"
+    check "$spec -o $o: no read error counted" test "$(stat_errors "$M")" = 0
+    check "$spec -o $o: the kernel granted mmap (nothing logged)" test ! -s "$M.log"
+  done
 done
 
 # A shard changed under the mount: the reader gets an error, not short data.
-for how in truncate touch; do
+for how in truncate touch truncate-dio touch-dio; do
   S2=$WORK/src-$how M=$WORK/m-$how
   cp -r "$SRC" "$S2"
-  do_mount "$S2" "$SPECS/identity.json" "$M" -o splice
+  case $how in
+    *-dio) do_mount "$S2" "$SPECS/identity.json" "$M" -o direct_io,splice ;;
+    *) do_mount "$S2" "$SPECS/identity.json" "$M" -o splice ;;
+  esac
   F=$M/model.safetensors
   size=$(stat -c %s "$F")
   check "$how: the first MiB reads before the change" \
     bash -c "dd if='$F' bs=1M count=1 status=none | cmp -s - <(head -c 1048576 '$WORK/ref-identity/model.safetensors')"
-  if [ "$how" = truncate ]; then
+  if [ "${how%-dio}" = truncate ]; then
     truncate -s 4096 "$S2/model-00002-of-00002.safetensors"
   else
     touch -d '2001-01-01' "$S2/model-00002-of-00002.safetensors"
