@@ -51,6 +51,7 @@
 #define FUSE_USE_VERSION 34
 
 #include "fs/fs.h"
+#include "fs/fuse_init.h"
 #include "fs/host.h"
 
 #include <errno.h>
@@ -76,21 +77,6 @@ enum {
   FS_PAGE = 4096,            /* bytes; the pipe's unit: one page per slot */
   FS_DIO_BLKSIZE = 4 << 20,  /* bytes; st_blksize with -o direct_io */
 };
-
-/* The parts of the FUSE protocol's INIT messages that io_read/io_writev
- * touch (linux/fuse.h; the layout is ABI, stable since protocol 7.36).
- * Declared here because Debian 12's linux/fuse.h predates the flag. */
-enum {
-  FUSE_OP_INIT = 26,
-  FUSE_IN_HDR = 40,              /* bytes: struct fuse_in_header */
-  FUSE_OUT_HDR = 16,             /* bytes: struct fuse_out_header */
-  INIT_IN_FLAGS = 12,            /* offsets in fuse_init_in / fuse_init_out */
-  INIT_IN_FLAGS2 = 16,
-  INIT_OUT_FLAGS = 12,
-  INIT_OUT_FLAGS2 = 32,
-};
-static const uint64_t FUSE_FLAG_INIT_EXT = 1ull << 30;
-static const uint64_t FUSE_FLAG_DIO_ALLOW_MMAP = 1ull << 36;
 
 /* Per-mount state, reached through fuse_req_userdata(). Every field is set
  * before the session starts (pipe_size at the latest in INIT, which the
@@ -321,7 +307,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   /* Not min()'d with the kernel's offer: the kernel takes min(bdi
    * read_ahead_kb, this), and d9_host_set_readahead() raised read_ahead_kb. */
   conn->max_readahead = s->readahead;
-  if (s->direct_io && !(s->init_flags & FUSE_FLAG_DIO_ALLOW_MMAP)) {
+  if (s->direct_io && !(s->init_flags & D9_FUSE_DIRECT_IO_ALLOW_MMAP)) {
     s->direct_io = 0;
     fprintf(stderr, "d9dfs: -o direct_io: this kernel cannot mmap direct_io files "
             "(no FUSE_DIRECT_IO_ALLOW_MMAP); reads go through the page cache\n");
@@ -339,44 +325,30 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
   fs_state *s = userdata;
   ssize_t r = read(fd, buf, len);
-  if (r >= FUSE_IN_HDR + INIT_IN_FLAGS2 + 4) {
-    uint32_t op, flags, flags2;
-    uint64_t unique;
-    memcpy(&op, (char *)buf + 4, 4);
-    if (op == FUSE_OP_INIT) {
-      memcpy(&unique, (char *)buf + 8, 8);
-      memcpy(&flags, (char *)buf + FUSE_IN_HDR + INIT_IN_FLAGS, 4);
-      memcpy(&flags2, (char *)buf + FUSE_IN_HDR + INIT_IN_FLAGS2, 4);
-      s->init_flags = flags | (flags & FUSE_FLAG_INIT_EXT ? (uint64_t)flags2 << 32 : 0);
-      __atomic_store_n(&s->init_unique, unique, __ATOMIC_RELEASE);
-    }
+  uint64_t unique, flags;
+  if (r > 0 && d9_fuse_init_request(buf, (size_t)r, &unique, &flags)) {
+    s->init_flags = flags;
+    __atomic_store_n(&s->init_unique, unique, __ATOMIC_RELEASE);
   }
   return r;
 }
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
   fs_state *s = userdata;
-  uint64_t want = __atomic_load_n(&s->init_unique, __ATOMIC_ACQUIRE), unique;
-  int32_t error;
-  if (!want || count < 2 || iov[0].iov_len < FUSE_OUT_HDR ||
-      iov[1].iov_len < INIT_OUT_FLAGS2 + 4 || iov[1].iov_len > 256)
-    return writev(fd, iov, count);
-  memcpy(&error, (char *)iov[0].iov_base + 4, 4);
-  memcpy(&unique, (char *)iov[0].iov_base + 8, 8);
-  if (unique != want) return writev(fd, iov, count);
+  uint64_t want = __atomic_load_n(&s->init_unique, __ATOMIC_ACQUIRE);
+  if (!want || count != 2) return writev(fd, iov, count);
+  unsigned char out[D9_INIT_OUT_MAX]; /* libfuse's INIT reply, extended */
+  long n = d9_fuse_init_reply(iov[0].iov_base, iov[0].iov_len, iov[1].iov_base,
+                              iov[1].iov_len, want, s->direct_io ? D9_FUSE_DIRECT_IO_ALLOW_MMAP : 0,
+                              out);
+  if (n == 0) return writev(fd, iov, count); /* not the INIT reply */
   __atomic_store_n(&s->init_unique, 0, __ATOMIC_RELEASE);
-  if (error || !s->direct_io) return writev(fd, iov, count);
-  unsigned char out[256]; /* libfuse's reply, with the flag added */
-  uint32_t flags, flags2;
-  memcpy(out, iov[1].iov_base, iov[1].iov_len);
-  memcpy(&flags, out + INIT_OUT_FLAGS, 4);
-  memcpy(&flags2, out + INIT_OUT_FLAGS2, 4);
-  flags |= (uint32_t)FUSE_FLAG_INIT_EXT;
-  flags2 |= (uint32_t)(FUSE_FLAG_DIO_ALLOW_MMAP >> 32);
-  memcpy(out + INIT_OUT_FLAGS, &flags, 4);
-  memcpy(out + INIT_OUT_FLAGS2, &flags2, 4);
-  struct iovec v[2] = {iov[0], {out, iov[1].iov_len}};
-  return count == 2 ? writev(fd, v, 2) : -1; /* INIT replies are one struct */
+  if (n < 0) { /* a reply we cannot extend: send it as is, buffered */
+    s->direct_io = 0;
+    return writev(fd, iov, count);
+  }
+  struct iovec v[2] = {iov[0], {out, (size_t)n}};
+  return writev(fd, v, 2);
 }
 
 static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
