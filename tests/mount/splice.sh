@@ -66,6 +66,18 @@ for spec in identity llama-to-megatron; do
   done
 done
 
+# Split reads in a daemonized mount (helpers start after the fork): a
+# direct_io cast mount reads whole and equals convert, and counts splits.
+SRC32=$WORK/src32
+"$D9GEN" --family llama --layers 2 --hidden 512 --heads 8 --kv-heads 2 \
+  --intermediate 1024 --vocab 1000 --dtype F32 --shards 2 "$SRC32" >/dev/null
+"$D9DFS" convert "$SRC32" "$SPECS/cast-f32-to-bf16.json" "$WORK/ref-cast" -o threads=1
+do_mount "$SRC32" "$SPECS/cast-f32-to-bf16.json" "$WORK/d-cast" -o direct_io,threads=2
+check "cast -o direct_io,threads=2: equals d9dfs convert" same_tree "$WORK/ref-cast" "$WORK/d-cast"
+check "cast -o direct_io,threads=2: reads were split across threads" \
+  test "$(sed -n 's/.*"split_reads": \([0-9]*\).*/\1/p' "$WORK/d-cast/.d9dfs/stats.json")" -gt 0
+check "cast -o direct_io,threads=2: no read error counted" test "$(stat_errors "$WORK/d-cast")" = 0
+
 # A shard changed under the mount: the reader gets an error, not short data.
 for how in truncate touch truncate-dio touch-dio; do
   S2=$WORK/src-$how M=$WORK/m-$how
