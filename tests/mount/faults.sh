@@ -202,14 +202,19 @@ if do_mount "$SRC" "$ID" "$mnt" -o inject_eio=3; then
 else bad "inject_eio: mount failed"; fi
 
 # Injected allocation failures: ENOMEM for that read only; retried, every
-# range comes back right (O_DIRECT, so each read reaches the daemon).
-mnt=$WORK/enomem.mnt
-if do_mount "$SRC" "$WORK/cast.json" "$mnt" -o inject_enomem=16; then
-  out=$("$PY" - "$mnt/model.safetensors" "$WORK/ref.cast/model.safetensors" <<'EOF'
+# range comes back right (O_DIRECT, so each read reaches the daemon). Also
+# with direct_io and 1 MiB reads split across two threads, where the failed
+# allocation can be a helper's.
+for variant in "plain 65536 inject_enomem=16" "split 1048576 inject_enomem=16,direct_io,threads=2"; do
+set -- $variant
+mnt=$WORK/enomem-$1.mnt
+if do_mount "$SRC" "$WORK/cast.json" "$mnt" -o "$3"; then
+  out=$("$PY" - "$mnt/model.safetensors" "$WORK/ref.cast/model.safetensors" "$2" <<'EOF'
 import errno, mmap, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
 ref = open(sys.argv[2], "rb").read()
-buf, step = mmap.mmap(-1, 1 << 16), 1 << 16
+step = int(sys.argv[3])
+buf = mmap.mmap(-1, step)
 enomem = other = 0
 bad = []
 for off in range(0, len(ref), step):
@@ -228,12 +233,17 @@ for off in range(0, len(ref), step):
 print(f"enomem={enomem} other={other} bad={len(bad)} {' '.join(bad[:4])}")
 EOF
 )
-  check "inject_enomem=16: some reads get ENOMEM, none another error, every range right on retry ($out)" \
+  check "$3: some reads get ENOMEM, none another error, every range right on retry ($out)" \
     bash -c "grep -qE 'enomem=[1-9][0-9]* other=0 bad=0' <<<'$out'"
-  check "inject_enomem=16: the log names the file and 'cannot allocate memory'" \
+  check "$3: the log names the file and 'cannot allocate memory'" \
     grep -qiE "read model\\.safetensors .*cannot allocate memory" "$mnt.log"
+  if [ "$1" = split ]; then
+    check "$3: reads were split" \
+      test "$(sed -n 's/.*"split_reads": \([0-9]*\).*/\1/p' "$mnt/.d9dfs/stats.json")" -gt 0
+  fi
   fusermount3 -u "$mnt"
-else bad "inject_enomem: mount failed"; fi
+else bad "$3: mount failed"; fi
+done
 
 # Descriptor exhaustion: a clear one-line error naming a shard, no crash.
 MANY=$WORK/many
