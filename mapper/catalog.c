@@ -24,8 +24,33 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off) {
   return 0;
 }
 
+/* Is real (a canonical path) dir itself or under it? */
+static int under(const char *real, const char *dir) {
+  size_t l = strlen(dir);
+  return dir[0] && strncmp(real, dir, l) == 0 && (real[l] == '/' || real[l] == 0);
+}
+
+/* A Hugging Face hub cache snapshot, .../models--ORG--NAME/snapshots/REV,
+ * links its files to ../../blobs/HASH. When root (canonical) is such a
+ * snapshot and that blobs directory exists, put its canonical path in
+ * blobs (PATH_MAX bytes); else blobs is "". */
+static void hub_blobs(const char *root, char *blobs) {
+  blobs[0] = 0;
+  const char *rev = strrchr(root, '/');
+  if (!rev || rev == root) return;
+  size_t snap_end = (size_t)(rev - root); /* root[0, snap_end) = .../snapshots */
+  if (snap_end < 10 || strncmp(root + snap_end - 10, "/snapshots", 10)) return;
+  size_t repo_end = snap_end - 10;         /* root[0, repo_end) = .../models--X */
+  if (repo_end == 0 || repo_end + 7 >= PATH_MAX) return;
+  char path[PATH_MAX];
+  memcpy(path, root, repo_end);
+  memcpy(path + repo_end, "/blobs", 7);
+  struct stat st;
+  if (!realpath(path, blobs) || stat(blobs, &st) || !S_ISDIR(st.st_mode)) blobs[0] = 0;
+}
+
 /* Is the file at name (relative to dirfd) inside the directory whose real
- * path is root? */
+ * path is root, or in the hub cache's blobs directory next to it? */
 static int inside_dir(int dirfd, const char *root, const char *name) {
   char path[PATH_MAX], real[PATH_MAX];
   char fdpath[64];
@@ -37,8 +62,10 @@ static int inside_dir(int dirfd, const char *root, const char *name) {
   strcat(path, "/");
   strcat(path, name);
   if (!realpath(path, real)) return 1; /* missing: reported by the open */
-  size_t rl = strlen(root);
-  return strncmp(real, root, rl) == 0 && (real[rl] == '/' || real[rl] == 0);
+  if (under(real, root)) return 1;
+  char blobs[PATH_MAX];
+  hub_blobs(root, blobs);
+  return under(real, blobs);
 }
 
 static int safe_relative(const char *name) {

@@ -347,6 +347,77 @@ static void test_subdir_and_inner_symlink(void **state) {
   d9_catalog_close(c);
 }
 
+/* A Hugging Face hub cache: models--ORG--NAME/snapshots/REV holds symlinks
+ * to ../../blobs/HASH. A snapshot opens (shards, index and config through
+ * their links); a link out of blobs, or the same links from a directory
+ * not under snapshots/, is still refused. */
+static void make_dirs(const char *base, const char *const *rel, int n) {
+  char p[PATH_MAX];
+  for (int i = 0; i < n; i++) {
+    path_in(p, sizeof p, base, rel[i]);
+    assert_int_equal(mkdir(p, 0755), 0);
+  }
+}
+
+static void link_in(const char *base, const char *target, const char *name) {
+  char p[PATH_MAX];
+  path_in(p, sizeof p, base, name);
+  assert_int_equal(symlink(target, p), 0);
+}
+
+static void test_hub_cache(void **state) {
+  fixture *fxp = *state;
+  fixture_init(fxp, 9);
+  static const char *const dirs[] = {"models--o--n", "models--o--n/blobs",
+                                     "models--o--n/snapshots", "models--o--n/snapshots/r1",
+                                     "models--o--n/other", "models--o--n/notsnap",
+                                     "models--o--n/notsnap/r1"};
+  make_dirs(fxp->dir, dirs, 7);
+  char blobs[PATH_MAX], snap[PATH_MAX], other[PATH_MAX], notsnap[PATH_MAX];
+  path_in(blobs, sizeof blobs, fxp->dir, "models--o--n/blobs");
+  path_in(snap, sizeof snap, fxp->dir, "models--o--n/snapshots/r1");
+  path_in(other, sizeof other, fxp->dir, "models--o--n/other");
+  path_in(notsnap, sizeof notsnap, fxp->dir, "models--o--n/notsnap/r1");
+  write_st(fxp, blobs, "0a1b", s1_tensors, 3);
+  write_st(fxp, blobs, "2c3d", s2_tensors, 2);
+  write_text(blobs, "4e5f", std_index);
+  write_text(blobs, "6a7b", "{\"model_type\": \"llama\"}");
+  for (int k = 0; k < 2; k++) {
+    const char *d = k ? notsnap : snap;
+    link_in(d, "../../blobs/0a1b", S1);
+    link_in(d, "../../blobs/2c3d", S2);
+    link_in(d, "../../blobs/4e5f", INDEX);
+    link_in(d, "../../blobs/6a7b", "config.json");
+  }
+  d9_catalog *c = NULL;
+  d9_diag diag = {0};
+  int rc = d9_catalog_open(snap, &c, &diag);
+  if (rc) fail_msg("open: %d %s", rc, diag.msg);
+  const char *const files[] = {"0a1b", "2c3d"};
+  const char *const shards[] = {S1, S2};
+  check_catalog(fxp, c, files, shards, 2);
+  assert_non_null(c->config);
+  d9_catalog_close(c);
+
+  /* the same links from a directory that is not a snapshot */
+  c = NULL;
+  memset(&diag, 0, sizeof diag);
+  assert_int_equal(d9_catalog_open(notsnap, &c, &diag), -EINVAL);
+  assert_null(c);
+  assert_non_null(strstr(diag.msg, "resolves outside the source directory"));
+
+  /* a snapshot link that leaves blobs */
+  write_st(fxp, other, "8c9d", s2_tensors, 2);
+  char p[PATH_MAX];
+  path_in(p, sizeof p, snap, S2);
+  assert_int_equal(unlink(p), 0);
+  link_in(snap, "../../other/8c9d", S2);
+  memset(&diag, 0, sizeof diag);
+  assert_int_equal(d9_catalog_open(snap, &c, &diag), -EINVAL);
+  assert_null(c);
+  assert_non_null(strstr(diag.msg, "'" S2 "' resolves outside the source directory"));
+}
+
 /* Seeded: many shards of random tensors (every dtype, scalars, empty
  * tensors), every tensor found and read back, and random sub-ranges read. */
 static void test_random_shards(void **state) {
@@ -868,6 +939,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_single_file, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sharded, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_subdir_and_inner_symlink, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_hub_cache, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_random_shards, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_open_errors, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_index_shard_not_a_string, fx_setup, fx_teardown),

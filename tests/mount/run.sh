@@ -39,6 +39,29 @@ family_test() {
 family_test llama --family llama --layers 8 --hidden 1024 --heads 16 --kv-heads 4 --intermediate 1024 --vocab 4096 --bias 0 --tied 0
 family_test qwen2 --family qwen2 --layers 4 --hidden 896 --heads 14 --kv-heads 2 --intermediate 1216 --vocab 3000 --bias 1 --tied 1
 
+# a Hugging Face hub cache snapshot: every file a symlink to ../../blobs/HASH
+HUB=$WORK/hub/models--org--tiny
+mkdir -p "$HUB/blobs" "$HUB/snapshots/abc123"
+"$D9GEN" --family llama --layers 2 --hidden 256 --heads 4 --kv-heads 2 --intermediate 512 \
+  --vocab 300 --dtype F32 --shards 2 "$WORK/hubsrc" >/dev/null
+for f in "$WORK/hubsrc"/*; do
+  h=$(sha256sum "$f" | cut -c1-40)
+  mv "$f" "$HUB/blobs/$h"
+  ln -s "../../blobs/$h" "$HUB/snapshots/abc123/$(basename "$f")"
+done
+"$D9DFS" convert "$HUB/snapshots/abc123" "$SPECS/llama-to-megatron.json" "$WORK/hub.ref"
+check "hub cache snapshot: mounts (links into ../../blobs followed)" \
+  do_mount "$HUB/snapshots/abc123" "$SPECS/llama-to-megatron.json" "$WORK/hub.mnt"
+check "hub cache snapshot: safetensors opens every file; tensors equal the reference" \
+  "$PY" "$HERE/tests/py/check_megatron.py" "$HUB/snapshots/abc123" "$WORK/hub.mnt"
+check "hub cache snapshot: equals d9dfs convert" diff -r -x .d9dfs "$WORK/hub.ref" "$WORK/hub.mnt"
+mkdir -p "$WORK/nothub/x"
+ln -s "$HUB/blobs" "$WORK/nothub/blobs"
+for f in "$HUB/snapshots/abc123"/*; do ln -s "../blobs/$(basename "$(readlink "$f")")" "$WORK/nothub/x/$(basename "$f")"; done
+st=0; out=$("$D9DFS" plan "$WORK/nothub/x" "$SPECS/identity.json" 2>&1) || st=$?
+check "links out of a directory that is not a hub snapshot: refused, naming the file" bash -c \
+  "[ $st -ne 0 ] && grep -q \"model.*resolves outside the source directory\" <<<'$out'"
+
 # memory budget under load: -o mem=4 (two 2 MiB scratch buffers), 16 readers
 # in parallel get the right bytes and the daemon's peak RSS stays within the
 # budget + 64 MiB
