@@ -53,6 +53,7 @@
 #include "fs/fs.h"
 #include "fs/fuse_init.h"
 #include "fs/host.h"
+#include "fs/pipe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -177,38 +178,6 @@ static int pipe_get(const fs_state *s, rbuf *b) {
   return 0;
 }
 
-/* Pipe slots (pages) that pieces take: a source range one per page it
- * spans, memory one per page plus one for a partly filled first page. */
-static size_t pieces_slots(const d9_piece *p, int np) {
-  size_t slots = 0;
-  for (int i = 0; i < np; i++)
-    slots += p[i].mem ? (p[i].len + FS_PAGE - 1) / FS_PAGE + 1
-                      : (p[i].off % FS_PAGE + p[i].len + FS_PAGE - 1) / FS_PAGE;
-  return slots;
-}
-
-/* Move the pieces into the (empty) pipe: source ranges with splice, memory
- * with write. Returns 0, -EIO when a shard ends early (it shrank under the
- * mount) or fails to read, or -EAGAIN when splicing cannot do it (the pipe
- * is full, the source's filesystem does not splice): answer by copy then. */
-static int pipe_fill(int wfd, const d9_piece *p, int np) {
-  for (int i = 0; i < np; i++) {
-    loff_t off = (loff_t)p[i].off;
-    size_t left = p[i].len;
-    const char *mem = p[i].mem;
-    while (left > 0) {
-      ssize_t r = mem ? write(wfd, mem, left)
-                      : splice(p[i].fd, &off, wfd, NULL, left, SPLICE_F_NONBLOCK);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return errno == EIO ? -EIO : -EAGAIN;
-      if (r == 0) return -EIO;
-      left -= (size_t)r;
-      if (mem) mem += r;
-    }
-  }
-  return 0;
-}
-
 /* The pieces as one reply in buf, when they cannot be spliced: the memory
  * pieces already sit in place (pieces of buf, in order), the source ranges
  * are read into the gaps, then the shards are checked as a pread would
@@ -230,12 +199,6 @@ static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piec
     }
   }
   return d9_mount_check_pieces(s->m, idx, p, np);
-}
-
-/* Bytes still in the pipe's read end (1 when it cannot tell). */
-static int pipe_pending(int rfd) {
-  int n = 0;
-  return ioctl(rfd, FIONREAD, &n) == 0 ? n : 1;
 }
 
 /* The node behind an inode, or NULL for an inode we never handed out. */
@@ -491,10 +454,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
  * caller to answer (the source changed or shrank under the mount). */
 static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, uint64_t off,
                          size_t r, const d9_piece *p, int np) {
-  if (r > s->splice_max || pieces_slots(p, np) + 1 > s->pipe_size / FS_PAGE ||
+  if (r > s->splice_max || d9_pipe_slots(p, np) + 1 > s->pipe_size / FS_PAGE ||
       pipe_get(s, b) < 0)
     return -EAGAIN;
-  int e = pipe_fill(b->pipe[1], p, np);
+  int e = d9_pipe_fill(b->pipe[1], p, np);
   if (e != -EAGAIN) { /* after the copy, as pread; names a changed shard */
     int c = d9_mount_check_pieces(s->m, idx, p, np);
     if (c) e = c;
@@ -507,7 +470,7 @@ static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, uint64_t
   bv.buf[0].flags = FUSE_BUF_IS_FD;
   bv.buf[0].fd = b->pipe[0];
   e = fuse_reply_data(req, &bv, 0);
-  if (e || pipe_pending(b->pipe[0])) /* not all consumed: start clean */
+  if (e || d9_pipe_pending(b->pipe[0])) /* not all consumed: start clean */
     pipe_close(b);
   /* The pipe held references to the shard's pages, which the kernel copied
    * only now: a shard changed between the check and this copy was served
@@ -704,21 +667,6 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .copy_file_range = fs_copy_file_range,
 };
 
-/* The largest pipe an unprivileged process may have (bytes, a power of two
- * pages; fs.pipe-max-size), capped at 2 MiB, which holds the largest
- * request and its header; 0 if unknown. */
-static size_t pipe_max_size(void) {
-  FILE *f = fopen("/proc/sys/fs/pipe-max-size", "re");
-  unsigned long v = 0;
-  if (f) {
-    if (fscanf(f, "%lu", &v) != 1) v = 0;
-    fclose(f);
-  }
-  size_t p = FS_PAGE;
-  while (p * 2 <= v && p * 2 <= 2 * (size_t)FS_MAX_READ) p *= 2;
-  return v >= FS_PAGE ? p : 0;
-}
-
 /* fuse_daemonize(), which forks, lets the parent _exit(0) once the child is
  * set up, and points the child's stdio at /dev/null. A log file given as
  * stderr (2>>log) is put back for read-error lines; a tty or a pipe is not,
@@ -756,7 +704,7 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   clock_gettime(CLOCK_REALTIME, &s.mtime);
   s.direct_io = o->direct_io;
   if (o->splice) { /* see "Zero-copy replies" above */
-    s.pipe_size = pipe_max_size();
+    s.pipe_size = d9_pipe_max_size(2 * (size_t)FS_MAX_READ);
     s.splice_max = s.pipe_size > 4 * FS_PAGE ? s.pipe_size - 4 * FS_PAGE : 0;
     if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;
     if (s.splice_max < FS_MIN_READ) s.pipe_size = s.splice_max = 0;
