@@ -80,8 +80,9 @@ static int safe_relative(const char *name) {
   return 1;
 }
 
-int d9_catalog_open_file(const d9_catalog *c, const char *name, struct stat *st,
-                         d9_diag *diag) {
+/* 0 if name is a relative path without '..' that resolves inside the
+ * source directory (or its hub cache blobs); else -EINVAL with diag set. */
+static int check_inside(const d9_catalog *c, const char *name, d9_diag *diag) {
   char root[PATH_MAX];
   if (!safe_relative(name))
     return d9_diag_fail(diag, EINVAL, "%s: '%s': path must be relative, without '..'",
@@ -91,6 +92,13 @@ int d9_catalog_open_file(const d9_catalog *c, const char *name, struct stat *st,
   if (!inside_dir(c->dirfd, root, name))
     return d9_diag_fail(diag, EINVAL, "%s: '%s' resolves outside the source directory",
                         c->dir, name);
+  return 0;
+}
+
+int d9_catalog_open_file(const d9_catalog *c, const char *name, struct stat *st,
+                         d9_diag *diag) {
+  int rc = check_inside(c, name, diag);
+  if (rc) return rc;
   int fd = openat(c->dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return d9_diag_errno(diag, errno, name);
   if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
@@ -183,7 +191,8 @@ static int read_index(d9_catalog *c, cJSON **index, d9_diag *diag) {
   char *text;
   size_t len;
   const char *iname = "model.safetensors.index.json";
-  int rc = d9_read_small_file(c->dirfd, iname, INDEX_MAX, &text, &len, diag);
+  int rc = check_inside(c, iname, diag);
+  if (!rc) rc = d9_read_small_file(c->dirfd, iname, INDEX_MAX, &text, &len, diag);
   if (rc) return rc;
   cJSON *j = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, iname, diag);
   free(text);
@@ -292,8 +301,10 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   qsort_r(c->by_name, (size_t)c->ntensors, sizeof(int), cmp_by_name, c->tensors);
   if ((rc = cross_check(c, index, diag))) goto fail;
   if (!fstatat(c->dirfd, "config.json", &st, 0)) {
-    rc = d9_read_small_file(c->dirfd, "config.json", CONFIG_MAX, &c->config_text,
-                            &c->config_len, diag);
+    rc = check_inside(c, "config.json", diag);
+    if (!rc)
+      rc = d9_read_small_file(c->dirfd, "config.json", CONFIG_MAX, &c->config_text,
+                              &c->config_len, diag);
     if (rc) goto fail;
     c->config = d9_json_parse(c->config_text, c->config_len, D9_JSON_MAX_DEPTH, 0,
                               "config.json", diag);

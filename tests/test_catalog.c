@@ -528,6 +528,22 @@ static void set_link_out_relative(fixture *fx) {
   mk_link(fx, S2, target);
   write_text(fx->dir, INDEX, std_index);
 }
+static void set_index_link_out(fixture *fx) {
+  build_sharded(fx);
+  char p[PATH_MAX], target[PATH_MAX];
+  path_in(p, sizeof p, fx->dir, INDEX);
+  assert_int_equal(unlink(p), 0);
+  write_text(fx->out, INDEX, std_index); /* a valid index, outside */
+  path_in(target, sizeof target, fx->out, INDEX);
+  mk_link(fx, INDEX, target);
+}
+static void set_config_link_out(fixture *fx) {
+  build_sharded(fx);
+  write_text(fx->out, "secret.json", "{\"token\": \"x\"}"); /* json, outside */
+  char target[PATH_MAX];
+  path_in(target, sizeof target, fx->out, "secret.json");
+  mk_link(fx, "config.json", target);
+}
 static void set_dir_link_out(fixture *fx) {
   write_st(fx, fx->dir, S1, s1_tensors, 3);
   write_st(fx, fx->out, S2, s2_tensors, 2);
@@ -656,6 +672,10 @@ static const ocase ocases[] = {
    "'" S2 "' resolves outside the source directory"},
   {"index entry relative symlink outside", set_link_out_relative, -EINVAL, INDEX ": tensor 'b': ",
    "resolves outside the source directory"},
+  {"index symlink outside", set_index_link_out, -EINVAL,
+   "'" INDEX "' resolves outside the source directory", NULL},
+  {"config.json symlink outside", set_config_link_out, -EINVAL,
+   "'config.json' resolves outside the source directory", NULL},
   {"index entry through a directory symlink outside", set_dir_link_out, -EINVAL,
    INDEX ": tensor 'b': ", "'sub/" S2 "' resolves outside the source directory"},
   {"missing shard", set_missing_shard, -ENOENT, INDEX ": tensor 'b': ",
