@@ -40,7 +40,7 @@ static const char usage[] =
     "  -o allow_other     let other users read (implies default_permissions)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
-    "  -o threads=N       threads that evaluate one computing read (casts,\n"
+    "  -o threads=N       threads (1..8) that evaluate one computing read (casts,\n"
     "                     dequant, ...) together (default: CPUs online, at most 8)\n"
     "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
     "                     flight; reads beyond it wait\n"
@@ -93,7 +93,7 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
-    else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 64, &v)) mo->threads = (int)v;
+    else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 8, &v)) mo->threads = (int)v;
     else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))
       mo->mem_budget_mb = (uint64_t)v;
     else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
