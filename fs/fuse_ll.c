@@ -277,6 +277,12 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   }
   if (s->direct_io && (conn->capable & FUSE_CAP_ASYNC_DIO))
     conn->want |= FUSE_CAP_ASYNC_DIO; /* a 4 MiB read: requests in parallel */
+  char fe[160];
+  snprintf(fe, sizeof fe,
+           "\"direct_io\": %s, \"splice\": %s, \"max_read\": %u, \"readahead\": %u",
+           s->direct_io ? "true" : "false", s->pipe_size ? "true" : "false", s->max_read,
+           s->readahead);
+  d9_mount_set_frontend(s->m, fe); /* out of memory: stats.json just lacks it */
 }
 
 /* The session's I/O (fuse_session_custom_io): plain read/writev/splice on

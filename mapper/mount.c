@@ -59,6 +59,7 @@ struct d9_mount {
   d9_faults faults;    /* test-only fault injection; off unless asked */
   _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
   _Atomic uint64_t split_reads;
+  char *frontend;      /* members of stats.json's "frontend" object; NULL = none */
   pthread_mutex_t pool_lock; /* guards pool, npool, scratch_out */
   pthread_cond_t pool_free;  /* signalled when a scratch buffer comes back */
   unsigned char *pool[POOL_MAX];
@@ -299,6 +300,7 @@ void d9_mount_close(d9_mount *m) {
   int joinable = m->started_pid == getpid() ? m->started : 0;
   pthread_mutex_unlock(&m->help_lock);
   for (int i = 0; i < joinable; i++) pthread_join(m->helper[i], NULL);
+  free(m->frontend);
   pthread_mutex_destroy(&m->help_lock);
   pthread_cond_destroy(&m->help_work);
   pthread_cond_destroy(&m->help_done);
@@ -599,20 +601,33 @@ static int render_report(const d9_mount *m, char **out, size_t *out_len) {
   return 0;
 }
 
+int d9_mount_set_frontend(d9_mount *m, const char *members) {
+  char *c = strdup(members);
+  if (!c) return -ENOMEM;
+  free(__atomic_exchange_n(&m->frontend, c, __ATOMIC_ACQ_REL));
+  return 0;
+}
+
 int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len) {
   if (idx == m->report_node) return render_report(m, out, out_len);
   if (idx != m->stats_node) return -EINVAL;
   d9_stats s;
   d9_mount_get_stats(m, &s);
-  char *buf = malloc(512);
+  const char *fe = __atomic_load_n(&m->frontend, __ATOMIC_ACQUIRE);
+  if (!fe) fe = "";
+  size_t cap = 640 + strlen(fe);
+  char *buf = malloc(cap);
   if (!buf) return -ENOMEM;
-  int n = snprintf(buf, 512,
+  int n = snprintf(buf, cap,
                    "{\n  \"bytes_served\": %llu,\n  \"bytes_read_source\": %llu,\n"
                    "  \"reads\": %llu,\n  \"tensors_evaluated\": %llu,\n  \"errors\": %llu,\n"
-                   "  \"split_reads\": %llu\n}\n",
+                   "  \"split_reads\": %llu,\n  \"threads\": %d,\n  \"mem_mib\": %llu,\n"
+                   "  \"frontend\": {%s}\n}\n",
                    (unsigned long long)s.bytes_served, (unsigned long long)s.bytes_read_source,
                    (unsigned long long)s.reads, (unsigned long long)s.tensors_evaluated,
-                   (unsigned long long)s.errors, (unsigned long long)s.split_reads);
+                   (unsigned long long)s.errors, (unsigned long long)s.split_reads,
+                   m->nhelpers + 1,
+                   (unsigned long long)m->scratch_max * D9_SCRATCH_BYTES >> 20, fe);
   *out = buf;
   *out_len = (size_t)n;
   return 0;

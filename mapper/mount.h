@@ -115,6 +115,11 @@ int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len);
 
 void d9_mount_get_stats(const d9_mount *m, d9_stats *out);
 
+/* What the front end settled on (a JSON object's members without braces,
+ * e.g. "\"direct_io\": true"), shown as "frontend" in stats.json; copied.
+ * Call before serving reads. Returns 0 or -ENOMEM. */
+int d9_mount_set_frontend(d9_mount *m, const char *members);
+
 /* Reversed mounts: the spec steps whose inverse is lossy (one line each). */
 int d9_mount_nlossy(const d9_mount *m);
 /* Source tensors the spec's "ignore" patterns dropped. */

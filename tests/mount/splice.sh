@@ -48,6 +48,9 @@ for spec in identity llama-to-megatron; do
   check "$spec: -o max_read=1024 (too big to splice) equals d9dfs convert" \
     same_tree "$WORK/ref-$spec" "$WORK/s-$spec"
   check "$spec: no read error counted" test "$(stat_errors "$WORK/m-$spec")" = 0
+  check "$spec: stats.json is json and says buffered, spliced" "$PY" -c \
+    "import json,sys; f=json.load(open(sys.argv[1]))['frontend']; sys.exit(not (f['direct_io'] is False and f['splice'] is True))" \
+    "$WORK/m-$spec/.d9dfs/stats.json"
   for o in direct_io direct_io,splice; do
     M=$WORK/d-$spec-${o//,/-}
     do_mount "$SRC" "$SPECS/$spec.json" "$M" -o "$o"
@@ -63,6 +66,9 @@ for spec in identity llama-to-megatron; do
       same_mmap "$WORK/ref-$spec" "$M"
     check "$spec -o $o: no read error counted" test "$(stat_errors "$M")" = 0
     check "$spec -o $o: the kernel granted mmap (nothing logged)" test ! -s "$M.log"
+    check "$spec -o $o: stats.json says direct_io" "$PY" -c \
+      "import json,sys; sys.exit(json.load(open(sys.argv[1]))['frontend']['direct_io'] is not True)" \
+      "$M/.d9dfs/stats.json"
   done
 done
 
