@@ -156,9 +156,13 @@ out:
 /* One plan per rank (t, e, p) when tp, ep or pp > 1. */
 static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   d9_rank_opts ro = {o->tp > 1 ? o->tp : 1, o->ep > 1 ? o->ep : 1, o->pp > 1 ? o->pp : 1,
+                     o->etp > 1 ? o->etp : 1,
                      o->vocab_divisible_by > 1 ? o->vocab_divisible_by : 1, o->npp_layers,
                      o->pp_layers};
   int n = ro.tp * ro.ep * ro.pp;
+  if (ro.etp > 1 && ro.etp != ro.tp)
+    return d9_diag_fail(diag, EINVAL, "etp=%d: the expert tensor parallel size must be 1 or "
+                        "equal tp=%d", ro.etp, ro.tp);
   if (n == 1) return 0;
   if (n > 4096) return d9_diag_fail(diag, EINVAL, "tp*ep*pp = %d ranks: at most 4096", n);
   m->rank_arena = d9_arena_create();

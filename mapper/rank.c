@@ -69,16 +69,17 @@ static int uneven(d9_diag *diag, const d9_spec *s, const d9_target *t, const d9_
                       (long long)size, (long long)by);
 }
 
-/* The TP slice of x for rank t of T under par. NULL with diag set. */
+/* The TP slice of x for rank t of T under style st (par's, or its expert
+ * "tp"), on dims d0 = lead and d1 = lead + 1 (lead 1 for the experts of a
+ * stacked [E, ...] tensor). NULL with diag set. */
 static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target *tg,
-                         const d9_parallel *par, const d9_rank_opts *o, int t, d9_arena *a,
-                         d9_diag *diag) {
-  d9_node *x = tg->node;
-  int T = o->tp;
+                         d9_node *x, const d9_parallel *par, d9_par_style st, int lead,
+                         const d9_rank_opts *o, int T, int t, d9_arena *a, d9_diag *diag) {
   const char *w = tg->name;
-  if (!par || par->style == D9_PAR_REPLICATED || T == 1) return x;
-  if (x->ndim < 1) return uneven(diag, s, tg, par, "a scalar", 0, T), NULL;
-  switch (par->style) {
+  int d0 = lead, d1 = lead + 1;
+  if (!par || st == D9_PAR_REPLICATED || T == 1) return x;
+  if (x->ndim < d0 + 1) return uneven(diag, s, tg, par, "a scalar", 0, T), NULL;
+  switch (st) {
     case D9_PAR_QKV: {
       int64_t groups;
       if (d9_spec_int(s, c->config, par->groups, par->where, &groups, diag)) return NULL;
@@ -90,20 +91,24 @@ static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target 
       __attribute__((fallthrough)); /* whole groups are a contiguous dim-0 chunk */
     }
     case D9_PAR_COLUMN:
-      if (x->shape[0] % T) return uneven(diag, s, tg, par, "dim 0", x->shape[0], T), NULL;
-      return d9_node_slice(a, x, 0, t * (x->shape[0] / T), x->shape[0] / T, w, diag);
+      if (x->shape[d0] % T)
+        return uneven(diag, s, tg, par, lead ? "dim 1" : "dim 0", x->shape[d0], T), NULL;
+      return d9_node_slice(a, x, d0, t * (x->shape[d0] / T), x->shape[d0] / T, w, diag);
     case D9_PAR_ROW:
-      if (x->ndim < 2) return uneven(diag, s, tg, par, "a 1-D tensor's dim 1", 0, T), NULL;
-      if (x->shape[1] % T) return uneven(diag, s, tg, par, "dim 1", x->shape[1], T), NULL;
-      return d9_node_slice(a, x, 1, t * (x->shape[1] / T), x->shape[1] / T, w, diag);
+      if (x->ndim < d1 + 1) return uneven(diag, s, tg, par, "a 1-D tensor's dim 1", 0, T), NULL;
+      if (x->shape[d1] % T)
+        return uneven(diag, s, tg, par, lead ? "dim 2" : "dim 1", x->shape[d1], T), NULL;
+      return d9_node_slice(a, x, d1, t * (x->shape[d1] / T), x->shape[d1] / T, w, diag);
     case D9_PAR_GATED: {
-      if (x->shape[0] % (2 * T))
-        return uneven(diag, s, tg, par, "dim 0 (gate and up halves, each split tp ways)",
-                      x->shape[0], 2 * T), NULL;
-      int64_t half = x->shape[0] / 2, part = half / T;
-      d9_node *gu[2] = {d9_node_slice(a, x, 0, t * part, part, w, diag),
-                        d9_node_slice(a, x, 0, half + t * part, part, w, diag)};
-      return gu[0] && gu[1] ? d9_node_concat(a, gu, 2, 0, w, diag) : NULL;
+      if (x->shape[d0] % (2 * T))
+        return uneven(diag, s, tg, par,
+                      lead ? "dim 1 (gate and up halves, each split tp ways)"
+                           : "dim 0 (gate and up halves, each split tp ways)",
+                      x->shape[d0], 2 * T), NULL;
+      int64_t half = x->shape[d0] / 2, part = half / T;
+      d9_node *gu[2] = {d9_node_slice(a, x, d0, t * part, part, w, diag),
+                        d9_node_slice(a, x, d0, half + t * part, part, w, diag)};
+      return gu[0] && gu[1] ? d9_node_concat(a, gu, 2, d0, w, diag) : NULL;
     }
     case D9_PAR_VOCAB: {
       int64_t mult = (int64_t)o->vocab_divisible_by * T;
@@ -134,6 +139,9 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
                     const d9_rank_opts *o, int t, int e, int p, d9_arena *a,
                     d9_target **out, int *nout, d9_diag *diag) {
   const d9_pipeline *pl = &s->pipeline;
+  if (o->etp > 1 && o->etp != o->tp)
+    return d9_diag_fail(diag, EINVAL, "etp=%d: the expert tensor parallel size must be 1 or "
+                        "equal tp=%d", o->etp, o->tp);
   if (o->pp > 1 && !pl->layers)
     return d9_diag_fail(diag, EINVAL, "%s: pp=%d needs a \"pipeline\" section in the spec",
                         s->path, o->pp);
@@ -214,7 +222,15 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
         d9_rank_share(r.node->shape[0], e, o->ep, &st, &cnt);
         if (!(r.node = d9_node_slice(a, r.node, 0, st, cnt, tg->name, diag))) return -EINVAL;
       }
-    } else if (!(r.node = tp_slice(s, c, tg, par, o, t, a, diag))) {
+      if (o->etp > 1 && par->expert_tp == D9_PAR_COUNT_SENTINEL)
+        return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style expert (%s): etp=%d needs "
+                            "\"tp\", the TP style inside an expert", s->path, tg->name,
+                            par->where, o->etp);
+      if (o->etp > 1 && !(r.node = tp_slice(s, c, tg, r.node, par, par->expert_tp,
+                                            par->capture ? 0 : 1, o, o->etp, t, a, diag)))
+        return -EINVAL;
+    } else if (!(r.node = tp_slice(s, c, tg, r.node, par, par ? par->style : D9_PAR_REPLICATED,
+                                   0, o, o->tp, t, a, diag))) {
       return -EINVAL;
     }
     v[n++] = r;

@@ -10,8 +10,11 @@
  * sizes. EP rank e of P owns experts [start, start+count) by the remainder
  * rule (the first E % P ranks take one more): a stacked [E, ...] tensor is
  * cut on dim 0; a per-expert tensor (style with a capture) belongs to its
- * owner only, renumbered from 0 when the style asks. Expert tensors are not
- * TP-split (expert tensor parallelism 1). PP stage s of S holds its share
+ * owner only, renumbered from 0 when the style asks. With expert tensor
+ * parallelism (etp = tp > 1) each of the rank's experts is further split by
+ * the style's "tp" (column, row, gated or replicated) for TP rank t, on the
+ * expert's own dims (a stacked [E, ...] tensor's dims shift by one); with
+ * etp = 1 expert tensors are whole. PP stage s of S holds its share
  * of the layers (the remainder rule, or an explicit split), the "first"
  * tensors on stage 0, the "last" ones on stage S-1, anything else on every
  * stage; layers are renumbered from 0 per stage when the spec asks.
@@ -24,6 +27,7 @@
 
 typedef struct d9_rank_opts {
   int tp, ep, pp;          /* sizes, >= 1 */
+  int etp;                 /* expert tensor parallel size: 1, or tp */
   int vocab_divisible_by;  /* >= 1 */
   int npp_layers;          /* explicit layers per stage (0 = remainder rule) */
   const int *pp_layers;

@@ -327,15 +327,18 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
 
 static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
                           d9_parallel *p, d9_diag *diag) {
-  static const char *const keys[] = {"style", "pattern", "groups", "capture", "renumber", "comment"};
+  static const char *const keys[] = {"style",    "pattern", "groups", "capture",
+                                     "renumber", "tp",      "comment"};
   static const char *const styles[] = {"replicated", "column", "row", "qkv", "gated", "vocab", "expert"};
   int rc;
+  const cJSON *tp = NULL;
+  p->expert_tp = D9_PAR_COUNT_SENTINEL;
   if (cJSON_IsString(j)) {
     p->style = D9_PAR_COUNT_SENTINEL;
     for (int i = 0; i < 7; i++)
       if (!strcmp(j->valuestring, styles[i])) p->style = (d9_par_style)i;
   } else if (cJSON_IsObject(j)) {
-    if ((rc = check_keys(j, keys, 6, s->path, where, diag))) return rc;
+    if ((rc = check_keys(j, keys, 7, s->path, where, diag))) return rc;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "style");
     p->style = D9_PAR_COUNT_SENTINEL;
     for (int i = 0; cJSON_IsString(st) && i < 7; i++)
@@ -344,6 +347,9 @@ static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int nee
     p->groups = cJSON_GetObjectItemCaseSensitive(j, "groups");
     p->capture = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "capture"));
     p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "renumber"));
+    tp = cJSON_GetObjectItemCaseSensitive(j, "tp");
+    for (int i = 0; cJSON_IsString(tp) && i < 5; i++)
+      if (i != D9_PAR_QKV && !strcmp(tp->valuestring, styles[i])) p->expert_tp = (d9_par_style)i;
   } else {
     return d9_diag_fail(diag, EINVAL, "%s: %s: a parallel style is a name or an object", s->path, where);
   }
@@ -360,6 +366,12 @@ static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int nee
   if (p->style == D9_PAR_QKV && !p->groups)
     return d9_diag_fail(diag, EINVAL, "%s: %s: style qkv needs \"groups\" (the KV group count)",
                         s->path, where);
+  if (tp && p->style != D9_PAR_EXPERT)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"tp\" (the TP style inside an expert) goes "
+                        "with style expert", s->path, where);
+  if (tp && p->expert_tp == D9_PAR_COUNT_SENTINEL)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"tp\" must be column, row, gated or "
+                        "replicated", s->path, where);
   if (p->capture && (p->style != D9_PAR_EXPERT || !p->pattern))
     return d9_diag_fail(diag, EINVAL, "%s: %s: \"capture\" goes with style expert and a pattern",
                         s->path, where);

@@ -80,6 +80,10 @@ typedef struct d9_parallel {
   const char *capture;   /* expert: capture in `pattern` holding the expert index;
                             NULL = a stacked tensor split on dim 0 */
   int renumber;          /* expert with capture: number experts locally from 0 */
+  d9_par_style expert_tp;/* expert: the TP style inside each expert when the
+                            expert tensor parallel size (etp) is > 1: column,
+                            row, gated or replicated; D9_PAR_COUNT_SENTINEL =
+                            not given (refused under etp > 1) */
   const char *where;     /* spec location */
 } d9_parallel;
 

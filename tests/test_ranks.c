@@ -1,9 +1,10 @@
 /* test_ranks.c - per-rank views against naive references of the Megatron
  * layouts (DESIGN.md "TP styles", "Experts"), for every style, T = 2, 4, 8,
- * EP = 2, 3 (remainder rule) and PP = 2, 3: each rank's slice equals the
- * reference slice of the full view's tensor, reassembling the slices by the
- * style's rule gives the full tensor back, divisibility errors are refused
- * at mount, and one rank's tree reads about 1/T of the split bytes. */
+ * EP = 2, 3 (remainder rule), expert tensor parallelism (etp = tp = 2, 4)
+ * and PP = 2, 3: each rank's slice equals the reference slice of the full
+ * view's tensor, reassembling the slices by the style's rule gives the full
+ * tensor back, divisibility errors are refused at mount, and one rank's
+ * tree reads about 1/T of the split bytes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -42,14 +43,20 @@ static const unsigned char *get(tree *t, const char *name, d9_st_tensor *st) {
   return tu_find(t->data, t->len, name, st, t->a);
 }
 
-static d9_mount *open_ranks(const char *src, const char *spec, int tp, int ep, int pp, int vdiv,
-                            d9_diag *diag) {
+static d9_mount *open_ranks_etp(const char *src, const char *spec, int tp, int ep, int pp,
+                                int etp, int vdiv, d9_diag *diag) {
   d9_mount_opts o = {.src_dir = src, .spec_path = spec, .tp = tp, .ep = ep, .pp = pp,
-                     .vocab_divisible_by = vdiv, .max_shard_size = (uint64_t)1 << 40};
+                     .etp = etp, .vocab_divisible_by = vdiv,
+                     .max_shard_size = (uint64_t)1 << 40};
   d9_mount *m = NULL;
   int rc = d9_mount_open(&o, &m, diag);
   if (rc && diag && !diag->set) fprintf(stderr, "rc %d\n", rc);
   return rc ? NULL : m;
+}
+
+static d9_mount *open_ranks(const char *src, const char *spec, int tp, int ep, int pp, int vdiv,
+                            d9_diag *diag) {
+  return open_ranks_etp(src, spec, tp, ep, pp, 1, vdiv, diag);
 }
 
 static size_t row_bytes(const d9_st_tensor *t) {
@@ -242,14 +249,20 @@ static void test_pipeline(void **state) {
 /* EP with the remainder rule: per-expert tensors owned by their rank and
  * renumbered from 0 (mixtral-to-megatron), and stacked [E, ...] tensors cut
  * on dim 0 (mixtral-to-hf-fused-experts with a parallel style added). */
+/* A Mixtral-style checkpoint in dir/mix (path in src): 5 experts, one
+ * layer, 4 KV groups (so TP up to 4 splits attention). */
+static void gen_moe(const char *dir, char *src, size_t cap) {
+  snprintf(src, cap, "%s/mix", dir);
+  d9_gen_params p;
+  d9_gen_defaults(&p, "mixtral");
+  p.experts = 5, p.layers = 1, p.shards = 2, p.heads = 8, p.kv_heads = 4;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+}
+
 static void test_experts(void **state) {
   (void)state;
   char *dir = tu_tmpdir(), src[4200], spec[4200];
-  snprintf(src, sizeof src, "%s/mix", dir);
-  d9_gen_params p;
-  d9_gen_defaults(&p, "mixtral");
-  p.experts = 5, p.layers = 1, p.shards = 2;
-  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  gen_moe(dir, src, sizeof src);
   for (int P = 2; P <= 3; P++) {
     d9_diag diag = {0};
     d9_mount *m = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, P, 1, 1, &diag);
@@ -330,6 +343,168 @@ static void test_experts(void **state) {
   free(dir);
 }
 
+/* Expert tensor parallelism (etp = tp): rank (t, e) holds, for each of
+ * its experts, the TP slice t by the expert entry's "tp" style - per-expert
+ * Megatron tensors (fc1 gated, fc2 row) and stacked [E, ...] tensors (the
+ * style on the expert's own dims); non-expert tensors split as with TP
+ * alone; etp other than 1 or tp, or an expert entry without "tp", are
+ * refused. References: ref_slice on each expert's full tensor. */
+static void test_expert_tp(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir(), src[4200], spec[4200];
+  gen_moe(dir, src, sizeof src);
+  d9_diag diag = {0};
+  d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(full);
+  tree ft;
+  tree_load(full, "", &ft);
+  for (int T = 2; T <= 4; T += 2) {
+    int P = 2;
+    d9_mount *m = open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", T, P, 1, T, 1, &diag);
+    if (!m) fprintf(stderr, "%s\n", diag.msg);
+    assert_non_null(m);
+    for (int t = 0; t < T; t++)
+      for (int e = 0; e < P; e++) {
+        char d[32];
+        snprintf(d, sizeof d, "ranks/tp%d-ep%d", t, e);
+        tree rt;
+        tree_load(m, d, &rt);
+        int64_t st = e * (5 / P) + (e < 5 % P ? e : 5 % P), cnt = 5 / P + (e < 5 % P);
+        for (int64_t k = 0; k < cnt; k++)
+          for (int fc = 1; fc <= 2; fc++) {
+            char gn[160], ln[160];
+            d9_st_tensor x, y;
+            snprintf(gn, sizeof gn, "decoder.layers.0.mlp.experts.linear_fc%d.weight%lld", fc,
+                     (long long)(st + k));
+            snprintf(ln, sizeof ln, "decoder.layers.0.mlp.experts.linear_fc%d.weight%lld", fc,
+                     (long long)k);
+            const unsigned char *f = get(&ft, gn, &x), *r = get(&rt, ln, &y);
+            assert_non_null(f);
+            assert_non_null(r);
+            size_t n;
+            unsigned char *ref = ref_slice(fc == 1 ? "gated" : "row", f, &x, t, T, 1, &n);
+            assert_int_equal(y.end - y.begin, n);
+            assert_memory_equal(r, ref, n);
+            free(ref);
+          }
+        /* attention is split as with TP alone; the router is whole */
+        d9_st_tensor x, y;
+        const unsigned char *f = get(&ft, "decoder.layers.0.self_attention.linear_proj.weight", &x);
+        const unsigned char *r = get(&rt, "decoder.layers.0.self_attention.linear_proj.weight", &y);
+        size_t n;
+        unsigned char *ref = ref_slice("row", f, &x, t, T, 1, &n);
+        assert_int_equal(y.end - y.begin, n);
+        assert_memory_equal(r, ref, n);
+        free(ref);
+        f = get(&ft, "decoder.layers.0.mlp.router.weight", &x);
+        r = get(&rt, "decoder.layers.0.mlp.router.weight", &y);
+        assert_int_equal(y.end - y.begin, x.end - x.begin);
+        assert_memory_equal(r, f, x.end - x.begin);
+        tree_free(&rt);
+      }
+    d9_mount_close(m);
+  }
+  /* etp must be 1 or tp */
+  memset(&diag, 0, sizeof diag);
+  assert_null(open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", 2, 2, 1, 4, 1, &diag));
+  assert_non_null(strstr(diag.msg, "etp=4: the expert tensor parallel size must be 1 or equal tp=2"));
+  memset(&diag, 0, sizeof diag);
+  assert_null(open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 2, 1, &diag));
+  assert_non_null(strstr(diag.msg, "etp=2"));
+
+  /* stacked experts with an inner style: gate_up_proj [E, 2I, H] gated on
+   * dim 1, down_proj [E, H, I] row on dim 2 */
+  snprintf(spec, sizeof spec, "%s/fused-etp.json", dir);
+  tu_write(spec,
+           "{\"d9dfs_spec\": 1, \"passthrough\": true,"
+           " \"parallel\": [{\"pattern\": \"model.layers.{L}.mlp.experts.gate_up_proj\", \"style\": \"expert\", \"tp\": \"gated\"},"
+           "  {\"pattern\": \"model.layers.{L}.mlp.experts.down_proj\", \"style\": \"expert\", \"tp\": \"row\"}],"
+           " \"rules\": [{\"over\": \"E\", \"inputs\": {\"a\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w1.weight\","
+           " \"b\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w3.weight\"},"
+           " \"steps\": [{\"op\": \"concat\"}], \"output\": \"model.layers.{L}.mlp.experts.gate_up_proj\"},"
+           " {\"over\": \"E\", \"inputs\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w2.weight\","
+           " \"output\": \"model.layers.{L}.mlp.experts.down_proj\"}]}");
+  d9_mount *ff = open_ranks(src, spec, 1, 1, 1, 1, &diag);
+  d9_mount *m = open_ranks_etp(src, spec, 2, 3, 1, 2, 1, &diag);
+  if (!m) fprintf(stderr, "%s\n", diag.msg);
+  assert_non_null(ff);
+  assert_non_null(m);
+  tree fft;
+  tree_load(ff, "", &fft);
+  static const char *const names[] = {"model.layers.0.mlp.experts.gate_up_proj",
+                                      "model.layers.0.mlp.experts.down_proj"};
+  for (int t = 0; t < 2; t++)
+    for (int e = 0; e < 3; e++) {
+      char d[32];
+      snprintf(d, sizeof d, "ranks/tp%d-ep%d", t, e);
+      tree rt;
+      tree_load(m, d, &rt);
+      int64_t st = e * (5 / 3) + (e < 5 % 3 ? e : 5 % 3), cnt = 5 / 3 + (e < 5 % 3);
+      for (int w = 0; w < 2; w++) {
+        d9_st_tensor x, y;
+        const unsigned char *f = get(&fft, names[w], &x), *r = get(&rt, names[w], &y);
+        assert_non_null(f);
+        assert_non_null(r);
+        assert_int_equal(y.shape[0], cnt);
+        /* expert k of the full tensor as a 2-D tensor, sliced by the style */
+        d9_st_tensor one = x;
+        one.ndim = 2, one.shape[0] = x.shape[1], one.shape[1] = x.shape[2];
+        size_t per = (x.end - x.begin) / (size_t)x.shape[0], got = 0;
+        for (int64_t k = 0; k < cnt; k++) {
+          size_t n;
+          unsigned char *ref = ref_slice(w == 0 ? "gated" : "row", f + (size_t)(st + k) * per,
+                                         &one, t, 2, 1, &n);
+          assert_memory_equal(r + got, ref, n);
+          got += n;
+          free(ref);
+        }
+        assert_int_equal(y.end - y.begin, got);
+      }
+      tree_free(&rt);
+    }
+  tree_free(&fft);
+  d9_mount_close(m);
+  d9_mount_close(ff);
+
+  /* an expert entry without "tp" under etp > 1 */
+  char bare[4200];
+  snprintf(bare, sizeof bare, "%s/fused-bare.json", dir);
+  tu_write(bare,
+           "{\"d9dfs_spec\": 1, \"passthrough\": true,"
+           " \"parallel\": [{\"pattern\": \"model.layers.{L}.mlp.experts.{w}\", \"style\": \"expert\"}],"
+           " \"rules\": [{\"over\": \"E\", \"inputs\": \"model.layers.{L}.block_sparse_moe.experts.{E}.w2.weight\","
+           " \"output\": \"model.layers.{L}.mlp.experts.down_proj\"}]}");
+  memset(&diag, 0, sizeof diag);
+  assert_null(open_ranks_etp(src, bare, 2, 1, 1, 2, 1, &diag));
+  assert_non_null(strstr(diag.msg, "tensor 'model.layers.0.mlp.experts.down_proj': style expert"));
+  assert_non_null(strstr(diag.msg, "etp=2 needs \"tp\""));
+
+  /* "tp" belongs to expert entries and names a splitting style */
+  static const struct { const char *entry, *msg; } bad[] = {
+      {"{\"pattern\": \"x.{w}\", \"style\": \"row\", \"tp\": \"row\"}",
+       "parallel[0]: \"tp\" (the TP style inside an expert) goes with style expert"},
+      {"{\"pattern\": \"x.{w}\", \"style\": \"expert\", \"tp\": \"qkv\"}",
+       "parallel[0]: \"tp\" must be column, row, gated or replicated"},
+      {"{\"pattern\": \"x.{w}\", \"style\": \"expert\", \"tp\": 2}",
+       "parallel[0]: \"tp\" must be column, row, gated or replicated"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "{\"d9dfs_spec\": 1, \"passthrough\": true, \"parallel\": [%s], \"rules\": []}",
+             bad[i].entry);
+    tu_write(bare, text);
+    memset(&diag, 0, sizeof diag);
+    assert_null(open_ranks(src, bare, 1, 1, 1, 1, &diag));
+    if (!strstr(diag.msg, bad[i].msg)) fail_msg("got '%s', want '%s'", diag.msg, bad[i].msg);
+  }
+
+  tree_free(&ft);
+  d9_mount_close(full);
+  tu_rmrf(dir);
+  free(dir);
+}
+
 /* Reading one rank's whole tree with TP = 4 pulls at most 1.1 x (split
  * bytes / 4 + replicated bytes) from the source. */
 static void test_rank_read_amplification(void **state) {
@@ -378,6 +553,7 @@ int main(void) {
       cmocka_unit_test(test_divisibility_errors),
       cmocka_unit_test(test_pipeline),
       cmocka_unit_test(test_experts),
+      cmocka_unit_test(test_expert_tp),
       cmocka_unit_test(test_rank_read_amplification),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

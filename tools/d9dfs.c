@@ -45,6 +45,7 @@ static const char usage[] =
     "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
     "                     flight; reads beyond it wait\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
+    "  -o etp=T           expert tensor parallelism: each expert split tp ways too (1 or tp)\n"
     "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"
     "  -o pp_layers=A:B:.. layers per pipeline stage (default: the remainder rule)\n"
     "  -o inject_eio=N    testing: every Nth source read fails with EIO\n"
@@ -92,6 +93,7 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "tp") && eq && !parse_u(eq, 1, 4096, &v)) mo->tp = (int)v;
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
     else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
+    else if (!strcmp(tok, "etp") && eq && !parse_u(eq, 1, 4096, &v)) mo->etp = (int)v;
     else if (!strcmp(tok, "device") && eq) mo->device = eq;
     else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 8, &v)) mo->threads = (int)v;
     else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))

@@ -102,6 +102,11 @@ for P in 2 3; do
     "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$msrc" ep $P
   fusermount3 -u "$mnt"
 done
+mnt=$WORK/etp2
+do_mount "$msrc" "$SPECS/mixtral-to-megatron.json" "$mnt" -o tp=2,ep=2,etp=2
+check "tp=2,ep=2,etp=2: each rank's experts split by TP too (fc1 gated, fc2 row)" \
+  "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$msrc" etp 2
+fusermount3 -u "$mnt"
 out=$("$D9DFS" plan "$rsrc" "$SPECS/llama-to-megatron.json" -o tp=16 2>&1) && st=0 || st=$?
 check "tp=16 with 8 KV groups: refused with the tensor, style and sizes" bash -c \
   "[ $st -ne 0 ] && grep -q 'linear_qkv.weight.*style qkv.*8 kv groups are not divisible by tp=16' <<<'$out'"

@@ -3,11 +3,13 @@ every rank's files, and every tensor equals the Megatron layout computed
 here independently from the SOURCE checkpoint (fused QKV by the row
 formula, then split by the style), for llama-to-megatron.json with tp=T, or
 mixtral-to-megatron.json with ep=P (experts owned by the remainder rule,
-renumbered from 0), or pp=S (layers by the remainder rule, renumbered).
+renumbered from 0), or pp=S (layers by the remainder rule, renumbered), or
+etp=N: mixtral-to-megatron.json with tp=N, ep=N, etp=N (each rank's experts
+split by TP as well: fc1 gated, fc2 row).
 With --amplification, also read all of ranks/tp1 and check the source
 bytes pulled (stats.json) against 1.1 x (split / T + replicated).
 
-usage: check_ranks.py MNT SRC tp|ep|pp N [--amplification]
+usage: check_ranks.py MNT SRC tp|ep|pp|etp N [--amplification]
 """
 import glob
 import json
@@ -29,9 +31,10 @@ def share(total, r, n):
 def tp_slice(name, a, r, T):
     if name.endswith("linear_qkv.weight") or name.endswith("linear_qkv.bias"):
         return np.split(a, T, 0)[r]
-    if name.endswith("linear_proj.weight") or name.endswith("linear_fc2.weight"):
+    if (name.endswith("linear_proj.weight") or name.endswith("linear_fc2.weight")
+            or ".experts.linear_fc2.weight" in name):
         return np.split(a, T, 1)[r]
-    if name.endswith("linear_fc1.weight"):
+    if name.endswith("linear_fc1.weight") or ".experts.linear_fc1.weight" in name:
         g, u = np.split(a, 2, 0)
         return np.concatenate([np.split(g, T, 0)[r], np.split(u, T, 0)[r]], 0)
     if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
@@ -65,22 +68,25 @@ def main(mnt, src, kind, n, *flags):
         assert pulled <= limit, "read amplification over the limit"
         assert pulled >= split / n, "less than the rank's split bytes: the reads did not reach d9dfs"
 
-    for r in range(n):
-        d = os.path.join(mnt, "ranks", {"tp": f"tp{r}", "ep": f"tp0-ep{r}", "pp": f"tp0-pp{r}"}[kind])
+    ranks = [(r, r) for r in range(n)] if kind != "etp" else [(t, e) for t in range(n) for e in range(n)]
+    for r, re in ranks:
+        d = os.path.join(mnt, "ranks", {"tp": f"tp{r}", "ep": f"tp0-ep{r}", "pp": f"tp0-pp{r}",
+                                        "etp": f"tp{r}-ep{re}"}[kind])
         R, _ = load_dir(d)
         if kind == "tp":
             want = {k: tp_slice(k, v, r, n) for k, v in F.items()}
-        elif kind == "ep":
+        elif kind in ("ep", "etp"):
             E = cfg["num_local_experts"]
-            st, cnt = share(E, r, n)
+            e_rank, t_rank, T = (r, 0, 1) if kind == "ep" else (re, r, n)
+            st, cnt = share(E, e_rank, n)
             want = {}
             for k, v in F.items():
                 if ".mlp.experts.linear_fc" in k:
                     base, e = k.rsplit("weight", 1)
                     if st <= int(e) < st + cnt:
-                        want[f"{base}weight{int(e) - st}"] = v
+                        want[f"{base}weight{int(e) - st}"] = tp_slice(k, v, t_rank, T)
                 else:
-                    want[k] = v
+                    want[k] = tp_slice(k, v, t_rank, T)
         else:
             l0, ln = share(nl, r, n)
             want = {}
@@ -97,7 +103,7 @@ def main(mnt, src, kind, n, *flags):
         assert set(R) == set(want), f"{d}: extra {sorted(set(R) - set(want))[:4]} missing {sorted(set(want) - set(R))[:4]}"
         for k in want:
             assert R[k].shape == want[k].shape and R[k].tobytes() == want[k].tobytes(), f"{d}: {k} differs"
-    print(f"ok: {kind}={n}: {n} rank trees open in safetensors and equal the Megatron reference")
+    print(f"ok: {kind}={n}: {len(ranks)} rank trees open in safetensors and equal the Megatron reference")
 
 
 if __name__ == "__main__":
