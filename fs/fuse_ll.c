@@ -35,8 +35,9 @@
  * reader's buffer, with none of the page-cache page allocation, insertion
  * and second copy that bound a buffered cold read (docs/performance.md).
  * st_blksize is raised to 4 MiB so that cat and cp read in 4 MiB calls,
- * which the kernel splits into max_read requests sent together (async
- * direct I/O) and the worker threads answer in parallel. Re-reads are not
+ * which the kernel sends as max_read requests: one after another for a
+ * plain read(), together for AIO readers (async direct I/O is on), and
+ * computing reads are split across threads (mapper/mount.c). Re-reads are not
  * cached and come back to us. Shared mmap of a direct_io file needs
  * FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+, an INIT flag in flags2 that
  * libfuse 3.14 does not know): the session's I/O goes through io_read /
@@ -276,7 +277,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
             "(no FUSE_DIRECT_IO_ALLOW_MMAP); reads go through the page cache\n");
   }
   if (s->direct_io && (conn->capable & FUSE_CAP_ASYNC_DIO))
-    conn->want |= FUSE_CAP_ASYNC_DIO; /* a 4 MiB read: requests in parallel */
+    conn->want |= FUSE_CAP_ASYNC_DIO; /* AIO readers: a read's requests at once */
   char fe[160];
   snprintf(fe, sizeof fe,
            "\"direct_io\": %s, \"splice\": %s, \"max_read\": %u, \"readahead\": %u",
