@@ -19,7 +19,10 @@
  * ranges of some targets are evaluated (mapper/eval.h d9_eval_fill: the
  * first, last and a middle run of at most 64 elements), once whole and once
  * split in two at an input-derived point; the two results must be the same
- * bytes. This drives the node constructors and the lazy evaluator with
+ * bytes. Each graph is also cut into per-rank views (mapper/rank.h
+ * d9_rank_targets) for tp, ep, pp in {1, 2}, etp 1 or tp and a vocab
+ * multiple from the input hash, and a few runs of some rank targets are
+ * evaluated the same way. This drives the node constructors and the lazy evaluator with
  * shapes no hand-written test thought of, while staying bounded: reads
  * are a few hundred bytes of small source tensors.
  *
@@ -38,6 +41,7 @@
 #include "mapper/catalog.h"
 #include "mapper/eval.h"
 #include "mapper/graph.h"
+#include "mapper/rank.h"
 #include "mapper/spec.h"
 #include "tools/gen.h"
 
@@ -155,6 +159,37 @@ static void eval_graph(const d9_catalog *c, const d9_graph *g, uint64_t h) {
   }
 }
 
+/* Every rank view of g for sizes taken from h; a refusal is one line. */
+static void rank_views(const d9_spec *s, const d9_catalog *c, const d9_graph *g, uint64_t h) {
+  d9_rank_opts o = {.tp = 1 + (int)(h >> 20 & 1), .ep = 1 + (int)(h >> 21 & 1),
+                    .pp = 1 + (int)(h >> 22 & 1), .vocab_divisible_by = 1 + (int)(h >> 23 & 3)};
+  o.etp = h >> 25 & 1 ? o.tp : 1;
+  d9_arena *a = d9_arena_create();
+  CHECK(a);
+  for (int t = 0; t < o.tp; t++)
+    for (int e = 0; e < o.ep; e++)
+      for (int p = 0; p < o.pp; p++) {
+        d9_diag diag = {0};
+        d9_target *tg = NULL;
+        int n = 0;
+        int rc = d9_rank_targets(s, c, g, &o, t, e, p, a, &tg, &n, &diag);
+        if (rc) {
+          CHECK_MSG(rc < 0 && diag.set && !strchr(diag.msg, '\n'), diag.msg);
+          d9_arena_destroy(a);
+          return;
+        }
+        CHECK(n >= 0 && n <= g->ntargets);
+        for (int i = 0; i < n; i++) {
+          const d9_node *x = tg[i].node;
+          CHECK(tg[i].name && x && x->numel >= 0);
+          if (i % (n / 4 + 1)) continue; /* a few targets per rank */
+          int64_t m = x->numel < RUN ? x->numel : RUN;
+          eval_range(c, x, (x->numel - m) / 2, m, (int64_t)(h >> 8 & 0xff));
+        }
+      }
+  d9_arena_destroy(a);
+}
+
 static void one_catalog(d9_spec *s, int k, uint64_t h) {
   d9_diag diag = {0};
   const d9_catalog *c = fx.cat[k];
@@ -173,6 +208,7 @@ static void one_catalog(d9_spec *s, int k, uint64_t h) {
   CHECK(g && g->ntargets >= 0 && g->nreport >= 0 && g->nreport <= D9_REPORT_MAX);
   for (int i = 0; i < g->ntargets; i++) CHECK(g->targets[i].name && g->targets[i].node);
   eval_graph(c, g, h);
+  rank_views(s, c, g, h);
   d9_graph_destroy(g);
 }
 
