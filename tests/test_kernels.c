@@ -604,6 +604,12 @@ static int setup(void **state) {
 }
 
 int main(void) {
+#ifdef D9_TEST_AVX2 /* the AVX2 build of the kernels (CMakeLists.txt) */
+  if (!__builtin_cpu_supports("avx2")) {
+    printf("skip: this CPU has no AVX2\n");
+    return 77;
+  }
+#endif
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_widen_f16),
       cmocka_unit_test(test_widen_bf16),

@@ -48,13 +48,13 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
 
-static inline uint32_t bits_of(float f) {
+static D9_INLINE uint32_t bits_of(float f) {
   uint32_t w;
   memcpy(&w, &f, sizeof w);
   return w;
 }
 
-static inline float float_of(uint32_t w) {
+static D9_INLINE float float_of(uint32_t w) {
   float f;
   memcpy(&f, &w, sizeof f);
   return f;
@@ -66,9 +66,9 @@ static inline float float_of(uint32_t w) {
  * it, and a loop with a conditional float operation is not if-converted
  * (it might trap), so it is not vectorised. Comparisons are on int32_t:
  * every operand is below 2^31 and SSE2 has only signed 32-bit compares. */
-static inline uint32_t mask_if(int cond) { return -(uint32_t)(cond != 0); }
+static D9_INLINE uint32_t mask_if(int cond) { return -(uint32_t)(cond != 0); }
 
-static inline uint32_t pick(uint32_t mask, uint32_t yes, uint32_t no) {
+static D9_INLINE uint32_t pick(uint32_t mask, uint32_t yes, uint32_t no) {
   return (yes & mask) | (no & ~mask);
 }
 
@@ -77,7 +77,7 @@ static inline uint32_t pick(uint32_t mask, uint32_t yes, uint32_t no) {
 /* em: a code without its sign bit, mb mantissa bits, exponent bias.
  * em >= special (the first Inf/NaN code without sign) is Inf or NaN: the
  * exponent becomes all ones and the mantissa is copied to the top. */
-static inline uint32_t widen_mag(uint32_t em, int mb, int bias,
+static D9_INLINE uint32_t widen_mag(uint32_t em, int mb, int bias,
                                  uint32_t special) {
   uint32_t shifted = em << (23 - mb);
   uint32_t normal = shifted + ((uint32_t)(127 - bias) << 23);
@@ -89,17 +89,17 @@ static inline uint32_t widen_mag(uint32_t em, int mb, int bias,
   return pick(mask_if((int32_t)em < (int32_t)(1u << mb)), sub, w);
 }
 
-static inline uint32_t widen_f16(uint32_t h) {
+static D9_INLINE uint32_t widen_f16(uint32_t h) {
   return ((h & 0x8000u) << 16) | widen_mag(h & 0x7fffu, 10, 15, 0x7c00u);
 }
 
-static inline uint32_t widen_bf16(uint32_t h) { return h << 16; }
+static D9_INLINE uint32_t widen_bf16(uint32_t h) { return h << 16; }
 
-static inline uint32_t widen_e4m3(uint32_t v) {
+static D9_INLINE uint32_t widen_e4m3(uint32_t v) {
   return ((v & 0x80u) << 24) | widen_mag(v & 0x7fu, 3, 7, 0x7fu);
 }
 
-static inline uint32_t widen_e5m2(uint32_t v) {
+static D9_INLINE uint32_t widen_e5m2(uint32_t v) {
   return ((v & 0x80u) << 24) | widen_mag(v & 0x7fu, 2, 15, 0x7cu);
 }
 
@@ -118,7 +118,7 @@ static inline uint32_t widen_e5m2(uint32_t v) {
  * with a truncating conversion (exact) and round the fraction by hand.
  * FTZ/DAZ can only zero an F32 subnormal input or its product, and those
  * round to 0 anyway. No variable shifts, so SSE2 vectorises it. */
-static inline uint32_t round_mag(uint32_t a, int mb, int bias) {
+static D9_INLINE uint32_t round_mag(uint32_t a, int mb, int bias) {
   const int sh = 23 - mb;
   uint32_t n = a - ((uint32_t)(127 - bias) << 23); /* wraps if subnormal */
   uint32_t rn = (n + (1u << (sh - 1)) - 1 + ((n >> sh) & 1u)) >> sh;
@@ -132,7 +132,7 @@ static inline uint32_t round_mag(uint32_t a, int mb, int bias) {
   return pick(sb, rs, rn);
 }
 
-static inline uint16_t narrow_f16(uint32_t w) {
+static D9_INLINE uint16_t narrow_f16(uint32_t w) {
   uint32_t sign = (w >> 16) & 0x8000u;
   uint32_t a = w & 0x7fffffffu;
   uint32_t m = round_mag(a, 10, 15);
@@ -141,7 +141,7 @@ static inline uint16_t narrow_f16(uint32_t w) {
   return (uint16_t)(sign | m);
 }
 
-static inline uint16_t narrow_bf16(uint32_t w) {
+static D9_INLINE uint16_t narrow_bf16(uint32_t w) {
   /* same exponent range as F32: round the low 16 bits away in place; a
    * carry out of the mantissa correctly reaches Inf at the top */
   uint32_t r = (w + 0x7fffu + ((w >> 16) & 1u)) >> 16;
@@ -150,7 +150,7 @@ static inline uint16_t narrow_bf16(uint32_t w) {
                         r);
 }
 
-static inline uint8_t narrow_e4m3(uint32_t w) {
+static D9_INLINE uint8_t narrow_e4m3(uint32_t w) {
   uint32_t sign = (w >> 24) & 0x80u;
   uint32_t a = w & 0x7fffffffu;
   uint32_t m = round_mag(a, 3, 7);
@@ -159,7 +159,7 @@ static inline uint8_t narrow_e4m3(uint32_t w) {
   return (uint8_t)(sign | m);
 }
 
-static inline uint8_t narrow_e5m2(uint32_t w) {
+static D9_INLINE uint8_t narrow_e5m2(uint32_t w) {
   uint32_t sign = (w >> 24) & 0x80u;
   uint32_t a = w & 0x7fffffffu;
   uint32_t m = round_mag(a, 2, 15);
@@ -189,32 +189,32 @@ uint8_t d9_f32_to_e5m2(float f) { return narrow_e5m2(bits_of(f)); }
 
 enum { BLOCK = 64 };
 
-static inline uint32_t ld8(const uint8_t *p, int i) { return p[i]; }
+static D9_INLINE uint32_t ld8(const uint8_t *p, int i) { return p[i]; }
 
-static inline uint32_t ld16(const uint8_t *p, int i) {
+static D9_INLINE uint32_t ld16(const uint8_t *p, int i) {
   uint16_t v;
   memcpy(&v, p + 2 * i, sizeof v);
   return v;
 }
 
-static inline uint32_t ld32(const uint8_t *p, int i) {
+static D9_INLINE uint32_t ld32(const uint8_t *p, int i) {
   uint32_t v;
   memcpy(&v, p + 4 * i, sizeof v);
   return v;
 }
 
-static inline void st8(uint8_t *p, int i, uint8_t v) { p[i] = v; }
+static D9_INLINE void st8(uint8_t *p, int i, uint8_t v) { p[i] = v; }
 
-static inline void st16(uint8_t *p, int i, uint16_t v) {
+static D9_INLINE void st16(uint8_t *p, int i, uint16_t v) {
   memcpy(p + 2 * i, &v, sizeof v);
 }
 
-static inline void st32(uint8_t *p, int i, uint32_t v) {
+static D9_INLINE void st32(uint8_t *p, int i, uint32_t v) {
   memcpy(p + 4 * i, &v, sizeof v);
 }
 
 /* BLOCK elements of type st (castable, not F32) to F32 at dst. */
-static void widen_block(uint8_t *restrict dst, const uint8_t *restrict src,
+static D9_INLINE void widen_block(uint8_t *restrict dst, const uint8_t *restrict src,
                         d9_dtype st) {
   switch (st) {
   case D9_F16:
@@ -235,7 +235,7 @@ static void widen_block(uint8_t *restrict dst, const uint8_t *restrict src,
 }
 
 /* BLOCK F32 elements at src to type dt (castable, not F32) at dst. */
-static void narrow_block(uint8_t *restrict dst, d9_dtype dt,
+static D9_INLINE void narrow_block(uint8_t *restrict dst, d9_dtype dt,
                          const uint8_t *restrict src) {
   switch (dt) {
   case D9_F16:
@@ -258,7 +258,7 @@ static void narrow_block(uint8_t *restrict dst, d9_dtype dt,
 /* BLOCK elements of a castable pair with st != dt. F32 on either side is
  * one loop; the common other pairs are fused loops; the rest widen into a
  * stack block and narrow from it. */
-static void cast_block(uint8_t *restrict dst, d9_dtype dt,
+static D9_INLINE void cast_block(uint8_t *restrict dst, d9_dtype dt,
                        const uint8_t *restrict src, d9_dtype st) {
   if (st == D9_F32) {
     narrow_block(dst, dt, src);
@@ -278,6 +278,13 @@ static void cast_block(uint8_t *restrict dst, d9_dtype dt,
     widen_block(tmp, src, st);
     narrow_block(dst, dt, tmp);
   }
+}
+
+/* The full blocks of a cast, one loop per ISA (D9_CLONES, cpu.h). */
+D9_CLONES static void cast_blocks(uint8_t *restrict d, d9_dtype dt, const uint8_t *restrict s,
+                                  d9_dtype st, size_t full) {
+  size_t ssize = d9_dtype_size(st), dsize = d9_dtype_size(dt);
+  for (size_t i = 0; i < full; i += BLOCK) cast_block(d + i * dsize, dt, s + i * ssize, st);
 }
 
 /* The CPU backend's cast (see kernels.h): converts n elements of st at src
@@ -305,8 +312,7 @@ int d9_cpu_cast(void *dst, d9_dtype dt, const void *src, d9_dtype st,
   uint8_t *d = dst;
   const uint8_t *s = src;
   size_t full = (size_t)(n - n % BLOCK), rest = (size_t)(n % BLOCK);
-  for (size_t i = 0; i < full; i += BLOCK)
-    cast_block(d + i * dsize, dt, s + i * ssize, st);
+  cast_blocks(d, dt, s, st, full);
   if (rest > 0) {
     uint8_t sbuf[BLOCK * 4] = {0}, dbuf[BLOCK * 4]; /* elements of st, dt */
     memcpy(sbuf, s + full * ssize, rest * ssize);
