@@ -603,6 +603,53 @@ static int setup(void **state) {
   return 0;
 }
 
+/* Block dequant against the formula element by element: f32(code) times
+ * the scale of the element's block (one F32 multiply), NaN as 0x7fc00000;
+ * every code, scales with specials (0, -0, Inf, NaN, subnormal, huge),
+ * block sizes and segment starts that cut blocks, unaligned dst. This runs
+ * the loops on each ISA build (test_kernels_base, _avx2). */
+static void test_fp8_dequant(void **state) {
+  (void)state;
+  static const uint32_t specials[] = {0x00000000, 0x80000000, 0x7f800000, 0xff800000,
+                                      0x7fc00001, 0x00000001, 0x7f7fffff, 0x3f800000};
+  static const int64_t blocks[] = {1, 7, 64, 128, 300};
+  uint64_t rng = SEED ^ 5;
+  int bad = 0;
+  for (int wt = 0; wt < 2; wt++)
+    for (size_t bi = 0; bi < sizeof blocks / sizeof *blocks; bi++)
+      for (int it = 0; it < 6; it++) {
+        int64_t b = blocks[bi], j0 = (int64_t)(splitmix64(&rng) % 500);
+        int64_t n = it == 0 ? 0 : (int64_t)(splitmix64(&rng) % 3000);
+        int64_t nsc = (j0 + n) / b - j0 / b + 1;
+        uint8_t *w = malloc((size_t)n + 1), *dst = malloc((size_t)n * 4 + 1);
+        float *sc = malloc((size_t)nsc * sizeof *sc);
+        assert_true(w && dst && sc);
+        for (int64_t k = 0; k < n; k++) w[k] = (uint8_t)(splitmix64(&rng) >> 13);
+        for (int64_t k = 0; k < nsc; k++) {
+          uint32_t u = (uint32_t)splitmix64(&rng);
+          if (k % 3 == 0) u = specials[(size_t)(k / 3) % (sizeof specials / 4)];
+          memcpy(&sc[k], &u, 4);
+        }
+        d9_dtype t = wt ? D9_F8_E5M2 : D9_F8_E4M3;
+        assert_int_equal(d9_cpu_fp8_dequant(dst + 1, w, t, sc, j0, n, b), 0);
+        for (int64_t k = 0; k < n; k++) {
+          float x = wt ? d9_e5m2_to_f32(w[k]) : d9_e4m3_to_f32(w[k]);
+          float want = x * sc[(j0 + k) / b - j0 / b], got;
+          uint32_t wb = tu_fbits(want);
+          if (want != want) wb = 0x7fc00000u;
+          memcpy(&got, dst + 1 + 4 * k, 4);
+          if (tu_fbits(got) != wb && bad++ < MAX_REPORT)
+            print_error("dequant %s b=%lld j0=%lld k=%lld: want 0x%08x got 0x%08x\n",
+                        d9_dtype_name(t), (long long)b, (long long)j0, (long long)k, wb,
+                        tu_fbits(got));
+        }
+        free(w);
+        free(dst);
+        free(sc);
+      }
+  assert_int_equal(bad, 0);
+}
+
 int main(void) {
 #ifdef D9_TEST_AVX2 /* the AVX2 build of the kernels (CMakeLists.txt) */
   if (!__builtin_cpu_supports("avx2")) {
@@ -625,6 +672,7 @@ int main(void) {
       cmocka_unit_test(test_backend_cast_lengths),
       cmocka_unit_test(test_backend_errors),
       cmocka_unit_test(test_backend_affine),
+      cmocka_unit_test(test_fp8_dequant),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }
