@@ -650,6 +650,53 @@ static void test_fp8_dequant(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* Block quant against the formula: e4m3(x / scale of the block) with one
+ * F32 division, a NaN x keeping its sign (0x7f | sign); random bits for x,
+ * and x = m * s nudged by an ulp with m an E4M3 rounding midpoint, so that
+ * the division's own rounding decides the code (a reciprocal multiply
+ * fails here); positive scales as d9_cpu_fp8_scale gives, blocks cut by
+ * segment starts. Runs on each ISA build like the dequant test. */
+static void test_fp8_quant(void **state) {
+  (void)state;
+  static const int64_t blocks[] = {1, 5, 64, 128, 300};
+  uint64_t rng = SEED ^ 6;
+  int bad = 0;
+  for (size_t bi = 0; bi < sizeof blocks / sizeof *blocks; bi++)
+    for (int it = 0; it < 6; it++) {
+      int64_t b = blocks[bi], j0 = (int64_t)(splitmix64(&rng) % 500);
+      int64_t n = it == 0 ? 0 : (int64_t)(splitmix64(&rng) % 3000);
+      int64_t nsc = (j0 + n) / b - j0 / b + 1;
+      float *x = malloc((size_t)n * sizeof *x + 4), *sc = malloc((size_t)nsc * sizeof *sc);
+      uint8_t *dst = malloc((size_t)n + 1);
+      assert_true(x && sc && dst);
+      for (int64_t k = 0; k < nsc; k++)
+        sc[k] = d9_cpu_fp8_scale((float)(splitmix64(&rng) % 100000) * 0.37f);
+      for (int64_t k = 0; k < n; k++) {
+        uint32_t u = (uint32_t)splitmix64(&rng);
+        if (k % 4 != 0) { /* near a midpoint of two E4M3 codes, times the scale */
+          int e = (int)(u % 14) - 6, j = (int)(u >> 8 & 7);
+          float m = ldexpf(1.0f + (float)(2 * j + 1) / 16.0f, e);
+          float xv = m * sc[(j0 + k) / b - j0 / b];
+          u = tu_fbits(xv) + (uint32_t)(u >> 16) % 3u - 1u;
+        }
+        memcpy(&x[k], &u, 4);
+      }
+      assert_int_equal(d9_cpu_fp8_quant(dst, x, sc, j0, n, b), 0);
+      for (int64_t k = 0; k < n; k++) {
+        float q = x[k] / sc[(j0 + k) / b - j0 / b];
+        uint32_t want = d9_f32_to_e4m3(q);
+        if (x[k] != x[k]) want = 0x7fu | ((tu_fbits(x[k]) >> 24) & 0x80u);
+        if (dst[k] != want && bad++ < MAX_REPORT)
+          print_error("quant b=%lld j0=%lld k=%lld: x=0x%08x want 0x%02x got 0x%02x\n",
+                      (long long)b, (long long)j0, (long long)k, tu_fbits(x[k]), want, dst[k]);
+      }
+      free(x);
+      free(sc);
+      free(dst);
+    }
+  assert_int_equal(bad, 0);
+}
+
 int main(void) {
 #ifdef D9_TEST_AVX2 /* the AVX2 build of the kernels (CMakeLists.txt) */
   if (!__builtin_cpu_supports("avx2")) {
@@ -673,6 +720,7 @@ int main(void) {
       cmocka_unit_test(test_backend_errors),
       cmocka_unit_test(test_backend_affine),
       cmocka_unit_test(test_fp8_dequant),
+      cmocka_unit_test(test_fp8_quant),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -130,8 +130,19 @@ float d9_cpu_fp8_scale(float amax) {
   return s > 0.0f ? s : 1.0f;
 }
 
-int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
-                     int64_t j0, int64_t n, int64_t b) {
+/* buf[k] = p[k] / s for k < m: whole blocks of SBLOCK (vectorised), then
+ * the rest; one F32 division per element either way. */
+static D9_INLINE void divide_run(float *restrict buf, const float *restrict p, int64_t m,
+                                 float s) {
+  int64_t k = 0;
+  for (; k + SBLOCK <= m; k += SBLOCK)
+    for (int i = 0; i < SBLOCK; i++) buf[k + i] = p[k + i] / s;
+  for (; k < m; k++) buf[k] = p[k] / s;
+}
+
+/* Compiled per ISA (D9_CLONES, cpu.h), as the dequant. */
+D9_CLONES int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
+                               int64_t j0, int64_t n, int64_t b) {
   if (!seg_ok(dst, x, scale, j0, n, b))
     return -EINVAL;
   int64_t end = j0 + n, first = j0 / b;
@@ -143,10 +154,7 @@ int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
     float s = scale[j / b - first];
     const float *p = x + (j - j0);
     int64_t k, m = e - j;
-    for (k = 0; k < m; k++) {
-      float t = p[k] / s;
-      buf[k] = t;
-    }
+    divide_run(buf, p, m, s);
     int r = d9_cpu_cast(dst + (j - j0), D9_F8_E4M3, buf, D9_F32, m);
     if (r)
       return r;
