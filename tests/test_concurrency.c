@@ -140,8 +140,7 @@ static void run_mount(const char *family, const char *spec, uint64_t shard_size,
   if (d9_gen_write(dir, &p, &diag)) fail_msg("gen: %s", diag.msg);
 
   d9_mount_opts o = {.src_dir = dir, .spec_path = spec, .max_shard_size = shard_size};
-  d9_mount *m = NULL;
-  if (d9_mount_open(&o, &m, &diag)) fail_msg("mount: %s", diag.msg);
+  d9_mount *m = tu_mount(&o);
 
   /* the reference: every fixed-size file, whole, on this thread */
   shared sh = {.m = m};

@@ -37,12 +37,7 @@ static char *gen_llama(const char *dir, const char *name, d9_dtype dt, int shard
 
 static d9_mount *open_view(const char *src, const char *spec, uint64_t shard_size) {
   d9_mount_opts o = {.src_dir = src, .spec_path = spec, .max_shard_size = shard_size};
-  d9_mount *m = NULL;
-  d9_diag diag = {0};
-  int rc = d9_mount_open(&o, &m, &diag);
-  if (rc) fprintf(stderr, "mount %s: %s\n", spec, diag.msg);
-  assert_int_equal(rc, 0);
-  return m;
+  return tu_mount(&o);
 }
 
 /* The reply that pieces describe, assembled into out (r bytes). */

@@ -36,12 +36,7 @@ static d9_mount *open_view(const char *src, const char *spec, int threads, uint6
                            uint64_t enomem) {
   d9_mount_opts o = {.src_dir = src, .spec_path = spec, .threads = threads,
                      .inject_pread_every = eio, .inject_alloc_every = enomem};
-  d9_mount *m = NULL;
-  d9_diag diag = {0};
-  int rc = d9_mount_open(&o, &m, &diag);
-  if (rc) fprintf(stderr, "mount %s: %s\n", spec, diag.msg);
-  assert_int_equal(rc, 0);
-  return m;
+  return tu_mount(&o);
 }
 
 static void spec_path(char *out, size_t cap, const char *name) {

@@ -46,6 +46,18 @@ static inline unsigned char *tu_read_node(d9_mount *m, int idx, uint64_t *len) {
   return b;
 }
 
+/* d9_mount_open(o): the mount, or the reason on stderr and the test
+ * aborted. */
+static inline d9_mount *tu_mount(const d9_mount_opts *o) {
+  d9_mount *m = NULL;
+  d9_diag diag = {0};
+  if (d9_mount_open(o, &m, &diag)) {
+    fprintf(stderr, "mount %s with %s: %s\n", o->src_dir, o->spec_path, diag.msg);
+    abort();
+  }
+  return m;
+}
+
 /* Find tensor `name` in a whole safetensors file held in memory. Returns a
  * pointer to its data (and fills *t), or NULL. */
 static inline const unsigned char *tu_find(const unsigned char *file, uint64_t len,
