@@ -1,5 +1,7 @@
 #include "dtype.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char *const dtype_names[] = {
@@ -27,6 +29,25 @@ d9_dtype d9_dtype_parse(const char *name, size_t len) {
     if (strlen(dtype_names[i]) == len && memcmp(dtype_names[i], name, len) == 0)
       return (d9_dtype)i;
   return D9_DTYPE_INVALID;
+}
+
+int d9_cast_prologue(void *dst, d9_dtype dt, const void *src, d9_dtype st, int64_t n) {
+  size_t ssize = d9_dtype_size(st), dsize = d9_dtype_size(dt);
+  if (n < 0 || ssize == 0 || dsize == 0)
+    return -EINVAL;
+  if (st != dt && !(d9_dtype_is_castable(st) && d9_dtype_is_castable(dt)))
+    return -EINVAL;
+  if (n == 0)
+    return 1;
+  if (dst == NULL || src == NULL)
+    return -EINVAL;
+  if ((uint64_t)n > SIZE_MAX / ssize || (uint64_t)n > SIZE_MAX / dsize)
+    return -EOVERFLOW;
+  if (st == dt) {
+    memcpy(dst, src, (size_t)n * ssize);
+    return 1;
+  }
+  return 0;
 }
 
 int d9_dtype_is_castable(d9_dtype t) {

@@ -8,6 +8,7 @@
 #define D9_DTYPE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* X(enum suffix, safetensors name, element size in bytes) */
 #define D9_DTYPE_TABLE(X) \
@@ -44,5 +45,12 @@ d9_dtype d9_dtype_parse(const char *name, size_t len);
 /* 1 for the floating types the cast kernels convert between
  * (F32, F16, BF16, F8_E4M3, F8_E5M2), else 0. */
 int d9_dtype_is_castable(d9_dtype t);
+
+/* The argument checks every backend's cast makes, in this order: -EINVAL
+ * for n < 0, an invalid dtype or a pair that is neither identical nor both
+ * castable; 1 (nothing left to do) for n == 0; -EINVAL for a NULL pointer;
+ * -EOVERFLOW when n elements do not fit in a size_t of bytes; 1 after
+ * copying when st == dt; 0 when the caller has elements to convert. */
+int d9_cast_prologue(void *dst, d9_dtype dt, const void *src, d9_dtype st, int64_t n);
 
 #endif

@@ -294,21 +294,10 @@ D9_CLONES static void cast_blocks(uint8_t *restrict d, d9_dtype dt, const uint8_
  * -EOVERFLOW when n elements do not fit in a size_t of bytes. */
 int d9_cpu_cast(void *dst, d9_dtype dt, const void *src, d9_dtype st,
                 int64_t n) {
+  int r = d9_cast_prologue(dst, dt, src, st, n);
+  if (r)
+    return r < 0 ? r : 0;
   size_t ssize = d9_dtype_size(st), dsize = d9_dtype_size(dt);
-  if (n < 0 || ssize == 0 || dsize == 0)
-    return -EINVAL;
-  if (st != dt && !(d9_dtype_is_castable(st) && d9_dtype_is_castable(dt)))
-    return -EINVAL;
-  if (n == 0)
-    return 0;
-  if (dst == NULL || src == NULL)
-    return -EINVAL;
-  if ((uint64_t)n > SIZE_MAX / ssize || (uint64_t)n > SIZE_MAX / dsize)
-    return -EOVERFLOW;
-  if (st == dt) {
-    memcpy(dst, src, (size_t)n * ssize);
-    return 0;
-  }
   uint8_t *d = dst;
   const uint8_t *s = src;
   size_t full = (size_t)(n - n % BLOCK), rest = (size_t)(n % BLOCK);

@@ -129,23 +129,11 @@ static int run_cast(int dev, void *dst, int dt, const void *src, int st, int64_t
   return r;
 }
 
-/* Arguments checked in d9_cpu_cast's order, with its answers. */
+/* Arguments checked as d9_cpu_cast does (d9_cast_prologue), with its answers. */
 int d9c_cast(int dev, void *dst, int dt, const void *src, int st, int64_t n) {
-  size_t ssize = d9_dtype_size((d9_dtype)st), dsize = d9_dtype_size((d9_dtype)dt);
-  if (n < 0 || ssize == 0 || dsize == 0)
-    return -EINVAL;
-  if (st != dt && !(d9_dtype_is_castable((d9_dtype)st) && d9_dtype_is_castable((d9_dtype)dt)))
-    return -EINVAL;
-  if (n == 0)
-    return 0;
-  if (dst == NULL || src == NULL)
-    return -EINVAL;
-  if ((uint64_t)n > SIZE_MAX / ssize || (uint64_t)n > SIZE_MAX / dsize)
-    return -EOVERFLOW;
-  if (st == dt) {
-    memcpy(dst, src, (size_t)n * ssize);
-    return 0;
-  }
+  int r = d9_cast_prologue(dst, (d9_dtype)dt, src, (d9_dtype)st, n);
+  if (r)
+    return r < 0 ? r : 0;
   return run_cast(dev, dst, dt, src, st, n, 0, 0.0f, 0.0f);
 }
 
