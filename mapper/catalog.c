@@ -49,23 +49,14 @@ static void hub_blobs(const char *root, char *blobs) {
   if (!realpath(path, blobs) || stat(blobs, &st) || !S_ISDIR(st.st_mode)) blobs[0] = 0;
 }
 
-/* Is the file at name (relative to dirfd) inside the directory whose real
- * path is root, or in the hub cache's blobs directory next to it? */
-static int inside_dir(int dirfd, const char *root, const char *name) {
+/* Does name (relative to the source directory) resolve inside it, or into
+ * the hub cache's blobs directory next to it? A missing file answers yes:
+ * the open reports it. */
+static int inside_dir(const d9_catalog *c, const char *name) {
   char path[PATH_MAX], real[PATH_MAX];
-  char fdpath[64];
-  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", dirfd);
-  ssize_t l = readlink(fdpath, path, sizeof path - 1);
-  if (l < 0) return 0;
-  path[l] = 0;
-  if (strlen(path) + 1 + strlen(name) >= sizeof path) return 0;
-  strcat(path, "/");
-  strcat(path, name);
-  if (!realpath(path, real)) return 1; /* missing: reported by the open */
-  if (under(real, root)) return 1;
-  char blobs[PATH_MAX];
-  hub_blobs(root, blobs);
-  return under(real, blobs);
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", c->root, name) >= sizeof path) return 0;
+  if (!realpath(path, real)) return 1;
+  return under(real, c->root) || under(real, c->blobs);
 }
 
 static int safe_relative(const char *name) {
@@ -83,13 +74,10 @@ static int safe_relative(const char *name) {
 /* 0 if name is a relative path without '..' that resolves inside the
  * source directory (or its hub cache blobs); else -EINVAL with diag set. */
 static int check_inside(const d9_catalog *c, const char *name, d9_diag *diag) {
-  char root[PATH_MAX];
   if (!safe_relative(name))
     return d9_diag_fail(diag, EINVAL, "%s: '%s': path must be relative, without '..'",
                         c->dir, name);
-  if (!realpath(c->dir, root))
-    return d9_diag_errno(diag, errno, c->dir);
-  if (!inside_dir(c->dirfd, root, name))
+  if (!inside_dir(c, name))
     return d9_diag_fail(diag, EINVAL, "%s: '%s' resolves outside the source directory",
                         c->dir, name);
   return 0;
@@ -274,6 +262,19 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   if (c->dirfd < 0) {
     rc = d9_diag_errno(diag, errno, dir);
     goto fail;
+  }
+  {
+    char root[PATH_MAX], blobs[PATH_MAX];
+    if (!realpath(dir, root)) {
+      rc = d9_diag_errno(diag, errno, dir);
+      goto fail;
+    }
+    hub_blobs(root, blobs);
+    if (!(c->root = d9_arena_strdup(c->arena, root)) ||
+        !(c->blobs = d9_arena_strdup(c->arena, blobs))) {
+      rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+      goto fail;
+    }
   }
   struct stat st;
   if (!fstatat(c->dirfd, "model.safetensors.index.json", &st, 0)) {

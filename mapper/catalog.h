@@ -40,6 +40,8 @@ typedef struct d9_src_tensor {
 
 typedef struct d9_catalog {
   const char *dir;       /* as given; arena-owned */
+  const char *root;      /* its canonical path, at open; arena-owned */
+  const char *blobs;     /* a hub cache snapshot's ../../blobs, canonical, or "" */
   int dirfd;
   d9_arena *arena;
   int nshards;
