@@ -360,15 +360,30 @@ int d9_mount_resolve(const d9_mount *m, const char *path) {
 /* Scratch memory is the mount's memory budget (-o mem=MiB): at most
  * scratch_max reads evaluate at once, each with one D9_SCRATCH_BYTES buffer
  * (kept for reuse); a read past the budget waits for a buffer to come back.
- * Evaluation needs no more than its scratch plus bounded chunks. */
+ * Evaluation needs no more than its scratch plus bounded chunks.
+ * pool_take: a buffer from the budget into *out (NULL when malloc failed),
+ * waiting while the budget is spent if wait, else giving up; 1 if taken. */
+static int pool_take(d9_mount *m, int wait, unsigned char **out) {
+  unsigned char *p = NULL;
+  int ok = 0;
+  pthread_mutex_lock(&m->pool_lock);
+  while (wait && m->scratch_out >= m->scratch_max)
+    pthread_cond_wait(&m->pool_free, &m->pool_lock);
+  if (m->scratch_out < m->scratch_max) {
+    ok = 1;
+    m->scratch_out++;
+    if (m->npool) p = m->pool[--m->npool];
+  }
+  pthread_mutex_unlock(&m->pool_lock);
+  if (ok) *out = p ? p : malloc(D9_SCRATCH_BYTES); /* NULL: the read mallocs per chunk or ENOMEMs */
+  return ok;
+}
+
+/* A scratch buffer, waiting while the budget is spent. */
 static unsigned char *pool_get(d9_mount *m) {
   unsigned char *p = NULL;
-  pthread_mutex_lock(&m->pool_lock);
-  while (m->scratch_out >= m->scratch_max) pthread_cond_wait(&m->pool_free, &m->pool_lock);
-  m->scratch_out++;
-  if (m->npool) p = m->pool[--m->npool];
-  pthread_mutex_unlock(&m->pool_lock);
-  return p ? p : malloc(D9_SCRATCH_BYTES); /* NULL: the read mallocs per chunk or ENOMEMs */
+  pool_take(m, 1, &p);
+  return p;
 }
 
 static void pool_put(d9_mount *m, unsigned char *p) {
@@ -380,20 +395,6 @@ static void pool_put(d9_mount *m, unsigned char *p) {
   free(p);
 }
 
-/* A scratch buffer if the budget has one free now, else NULL (no wait). */
-static int pool_tryget(d9_mount *m, unsigned char **out) {
-  int ok = 0;
-  unsigned char *p = NULL;
-  pthread_mutex_lock(&m->pool_lock);
-  if (m->scratch_out < m->scratch_max) {
-    ok = 1;
-    m->scratch_out++;
-    if (m->npool) p = m->pool[--m->npool];
-  }
-  pthread_mutex_unlock(&m->pool_lock);
-  if (ok) *out = p ? p : malloc(D9_SCRATCH_BYTES);
-  return ok;
-}
 
 static void *helper_main(void *arg) {
   d9_mount *m = arg;
@@ -451,7 +452,7 @@ static int post_parts(d9_mount *m, const d9_vfile *vf, uint64_t off, size_t n,
   size_t most = n / SPLIT_MIN - 1; /* helpers' parts, each >= SPLIT_MIN */
   int k = m->idle < (int)most ? m->idle : (int)most;
   for (int i = 0; i < k; i++)
-    if (!pool_tryget(m, &parts[i].rc.scratch)) k = i;
+    if (!pool_take(m, 0, &parts[i].rc.scratch)) k = i; /* never wait: a split is optional */
   if (k > 0) {
     size_t each = (n / (size_t)(k + 1)) & ~(size_t)4095, at = n - each * (size_t)k;
     *first = at;
@@ -505,12 +506,10 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
   d9_ref refs[D9_READ_MAXREFS];
   d9_read_ctx rc = {.cat = m->cat, .be = d9_backend_cpu(), .scratch = pool_get(m)};
   if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
-  if (vf->kind == D9_VF_TENSORS && off < vf->size && n > vf->size - off)
-    n = (size_t)(vf->size - off); /* parts must not run past EOF */
+  if (off < vf->size && n > vf->size - off) n = (size_t)(vf->size - off); /* parts stop at EOF */
   read_part parts[HELPERS_MAX];
   size_t first = n;
-  int k = vf->kind == D9_VF_TENSORS && off < vf->size
-              ? post_parts(m, vf, off, n, buf, &rc, parts, &first) : 0;
+  int k = post_parts(m, vf, off, n, buf, &rc, parts, &first);
   if (pieces && !k) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS; /* split: all copied */
   ssize_t r = d9_eval_read(&rc, vf, off, first, buf);
   if (k) {
