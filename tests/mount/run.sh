@@ -76,37 +76,34 @@ check "mem=4: daemon peak RSS ${hwm} KiB <= (4 + 64) MiB" test "$hwm" -le $(( (4
 fusermount3 -u "$mnt"
 
 # per-rank views: tp=2,4,8 (8 KV groups), ep=2,3 (5 experts), pp=2,3
+# rank_trees LABEL SRC SPEC OPTS KIND N [--amplification]: mount SRC with
+# -o OPTS, check every rank tree with check_ranks.py KIND N, unmount
+rank_trees() {
+  local label=$1 src=$2 spec=$3 opts=$4 mnt=$WORK/ranks-${4//[=,]/-}
+  shift 4
+  do_mount "$src" "$SPECS/$spec" "$mnt" -o "$opts"
+  check "$label" "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$src" "$@"
+  fusermount3 -u "$mnt"
+}
 rsrc=$WORK/ranks-llama
 "$D9GEN" --family llama --layers 3 --hidden 256 --heads 16 --kv-heads 8 --intermediate 384 --vocab 1001 --dtype F32 --shards 2 "$rsrc" >/dev/null
 for T in 4 2 8; do
-  mnt=$WORK/tp$T
-  do_mount "$rsrc" "$SPECS/llama-to-megatron.json" "$mnt" -o tp=$T
   extra=""; [ $T = 4 ] && extra=--amplification
-  check "tp=$T: every rank tree opens in safetensors and equals the reference" \
-    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$rsrc" tp $T $extra
-  fusermount3 -u "$mnt"
+  rank_trees "tp=$T: every rank tree opens in safetensors and equals the reference" \
+    "$rsrc" llama-to-megatron.json tp=$T tp $T $extra
 done
 for S in 2 3; do
-  mnt=$WORK/pp$S
-  do_mount "$rsrc" "$SPECS/llama-to-megatron.json" "$mnt" -o pp=$S
-  check "pp=$S: stage trees equal the reference (layers renumbered)" \
-    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$rsrc" pp $S
-  fusermount3 -u "$mnt"
+  rank_trees "pp=$S: stage trees equal the reference (layers renumbered)" \
+    "$rsrc" llama-to-megatron.json pp=$S pp $S
 done
 msrc=$WORK/ranks-mixtral
 "$D9GEN" --family mixtral --layers 2 --experts 5 --hidden 64 --heads 4 --kv-heads 2 --dtype F32 --shards 2 "$msrc" >/dev/null
 for P in 2 3; do
-  mnt=$WORK/ep$P
-  do_mount "$msrc" "$SPECS/mixtral-to-megatron.json" "$mnt" -o ep=$P
-  check "ep=$P: expert ranks own their experts (remainder rule), renumbered from 0" \
-    "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$msrc" ep $P
-  fusermount3 -u "$mnt"
+  rank_trees "ep=$P: expert ranks own their experts (remainder rule), renumbered from 0" \
+    "$msrc" mixtral-to-megatron.json ep=$P ep $P
 done
-mnt=$WORK/etp2
-do_mount "$msrc" "$SPECS/mixtral-to-megatron.json" "$mnt" -o tp=2,ep=2,etp=2
-check "tp=2,ep=2,etp=2: each rank's experts split by TP too (fc1 gated, fc2 row)" \
-  "$PY" "$HERE/tests/py/check_ranks.py" "$mnt" "$msrc" etp 2
-fusermount3 -u "$mnt"
+rank_trees "tp=2,ep=2,etp=2: each rank's experts split by TP too (fc1 gated, fc2 row)" \
+  "$msrc" mixtral-to-megatron.json tp=2,ep=2,etp=2 etp 2
 out=$("$D9DFS" plan "$rsrc" "$SPECS/llama-to-megatron.json" -o tp=16 2>&1) && st=0 || st=$?
 check "tp=16 with 8 KV groups: refused with the tensor, style and sizes" bash -c \
   "[ $st -ne 0 ] && grep -q 'linear_qkv.weight.*style qkv.*8 kv groups are not divisible by tp=16' <<<'$out'"

@@ -20,36 +20,30 @@ sys.path.insert(0, os.path.dirname(__file__))
 from check_megatron import megatron_reference  # noqa: E402
 
 
-def e4m3_table():
+def fp8_table(ebits, mbits, bias, ieee):
+    """The value of every code of an FP8 format: E4M3fn (ieee False: no Inf,
+    only S.1111.111 is NaN) or E5M2 (ieee True: exponent all ones is Inf
+    or NaN)."""
     t = np.zeros(256, dtype=np.float64)
+    emax, mmax = (1 << ebits) - 1, (1 << mbits) - 1
     for c in range(256):
-        s, e, m = c >> 7, (c >> 3) & 15, c & 7
-        if e == 15 and m == 7:
-            v = np.nan
+        s, e, m = c >> 7, (c >> mbits) & emax, c & mmax
+        if e == emax and (ieee or m == mmax):
+            v = (np.inf if m == 0 else np.nan) if ieee else np.nan
         elif e == 0:
-            v = m / 8 * 2.0 ** -6
+            v = m / (mmax + 1) * 2.0 ** (1 - bias)
         else:
-            v = (1 + m / 8) * 2.0 ** (e - 7)
+            v = (1 + m / (mmax + 1)) * 2.0 ** (e - bias)
         t[c] = -v if s else v
     return t
+
+
+def e4m3_table():
+    return fp8_table(4, 3, 7, False)
 
 
 def e5m2_table():
-    t = np.zeros(256, dtype=np.float64)
-    for c in range(256):
-        s, e, m = c >> 7, (c >> 2) & 31, c & 3
-        if e == 31:
-            v = np.inf if m == 0 else np.nan
-        elif e == 0:
-            v = m / 4 * 2.0 ** -14
-        else:
-            v = (1 + m / 4) * 2.0 ** (e - 15)
-        t[c] = -v if s else v
-    return t
-
-
-RAW = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F8_E4M3": np.uint8,
-       "F8_E5M2": np.uint8, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
+    return fp8_table(5, 2, 15, True)
 
 
 def read_raw(d):
