@@ -46,6 +46,10 @@ def e5m2_table():
     return fp8_table(5, 2, 15, True)
 
 
+RAW = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F8_E4M3": np.uint8,
+       "F8_E5M2": np.uint8, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
+
+
 def read_raw(d):
     """{name: (dtype string, numpy array of the raw element type)}"""
     out = {}
