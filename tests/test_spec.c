@@ -1,0 +1,632 @@
+/* test_spec.c - the spec parser and its params / lookup part
+ * (d9_spec_parse, d9_spec_resolve_params, d9_spec_int, d9_spec_lookup in
+ * mapper/spec.h). Table driven; every failing case checks the return code
+ * and a substring of the diag message. Spec and config texts are written
+ * here; in the tables ' stands for " to keep the JSON readable. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mapper/expr.h"
+#include "mapper/json_strict.h"
+#include "mapper/spec.h"
+
+
+/* ---- helpers ---- */
+
+/* Copy of s with ' turned into " (malloc'd, NUL-terminated). */
+static char *dq(const char *s) {
+  char *b = strdup(s);
+  assert_non_null(b);
+  for (char *p = b; *p; p++)
+    if (*p == '\'') *p = '"';
+  return b;
+}
+
+static cJSON *config_from(const char *text) {
+  char *t = dq(text);
+  d9_diag diag = {0};
+  cJSON *j = d9_json_parse(t, strlen(t), 64, 0, "config.json", &diag);
+  if (!j) fail_msg("config did not parse: %s", diag.msg);
+  free(t);
+  return j;
+}
+
+static d9_spec *spec_from(const char *text) {
+  char *t = dq(text);
+  d9_diag diag = {0};
+  d9_spec *s = NULL;
+  int rc = d9_spec_parse(t, strlen(t), "spec.json", &s, &diag);
+  if (rc) fail_msg("spec did not parse: %d %s", rc, diag.msg);
+  free(t);
+  return s;
+}
+
+/* ---- spec params and lookup ---- */
+
+static const char *spec_text =
+    "{'d9dfs_spec':1,'params':{'head_dim':{'default':'hidden_size / num_attention_heads'},"
+    "'g':'num_attention_heads / num_key_value_heads','c':7},'rules':[]}";
+static const char *config_text =
+    "{'hidden_size':1024,'num_attention_heads':16,'num_key_value_heads':4,"
+    "'tie_word_embeddings':true,'quantization_config':{'weight_block_size':[128,64]},"
+    "'rope_theta':10000.5,'model_type':'llama','big':9007199254740993,'nothing':null,"
+    "'fl':false}";
+
+static int64_t lookup_ok(const d9_spec *s, const cJSON *config, const char *name) {
+  int64_t v = -12345;
+  d9_diag diag = {0};
+  int rc = d9_spec_lookup(s, config, name, strlen(name), &v, &diag);
+  if (rc) fail_msg("lookup '%s': rc %d '%s'", name, rc, diag.msg);
+  return v;
+}
+
+static void test_params_resolve(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(spec_text);
+  cJSON *config = config_from(config_text);
+  d9_diag diag = {0};
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  assert_false(diag.set);
+  assert_int_equal(s->nparams, 3);
+  assert_string_equal(s->params[0].name, "head_dim");
+  assert_int_equal(lookup_ok(s, config, "head_dim"), 64); /* absent: the default */
+  assert_int_equal(lookup_ok(s, config, "g"), 4);
+  assert_int_equal(lookup_ok(s, config, "c"), 7);
+  assert_int_equal(lookup_ok(s, config, "tie_word_embeddings"), 1);
+  assert_int_equal(lookup_ok(s, config, "fl"), 0);
+  assert_int_equal(lookup_ok(s, config, "quantization_config.weight_block_size.0"), 128);
+  assert_int_equal(lookup_ok(s, config, "quantization_config.weight_block_size.1"), 64);
+  assert_int_equal(lookup_ok(s, config, "hidden_size"), 1024);
+  /* a name is len bytes, not up to the NUL */
+  int64_t v;
+  assert_int_equal(d9_spec_lookup(s, config, "cxyz", 1, &v, NULL), 0);
+  assert_int_equal(v, 7);
+  /* resolving again gives the same (not doubled) parameters */
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  assert_int_equal(s->nparams, 3);
+  cJSON_Delete(config);
+
+  /* config.json has head_dim: it wins over the default */
+  config = config_from("{'hidden_size':1024,'num_attention_heads':16,'num_key_value_heads':4,"
+                       "'head_dim':128}");
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  assert_int_equal(lookup_ok(s, config, "head_dim"), 128);
+  assert_int_equal(lookup_ok(s, config, "g"), 4);
+  cJSON_Delete(config);
+
+  /* null in config.json counts as absent */
+  config = config_from("{'hidden_size':1024,'num_attention_heads':16,'num_key_value_heads':4,"
+                       "'head_dim':null}");
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  assert_int_equal(lookup_ok(s, config, "head_dim"), 64);
+  cJSON_Delete(config);
+  d9_spec_destroy(s);
+}
+
+/* Parameters shadow config.json, see earlier parameters only, and a
+ * {"default"} parameter takes config.json's value of its own name. */
+static void test_params_order_and_shadowing(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(
+      "{'d9dfs_spec':1,'params':{'hidden_size':5,'twice':'hidden_size * 2',"
+      "'num_attention_heads':{'default':3},'h':'num_attention_heads'}}");
+  cJSON *config = config_from(config_text);
+  d9_diag diag = {0};
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  assert_int_equal(lookup_ok(s, config, "twice"), 10);
+  assert_int_equal(lookup_ok(s, config, "h"), 16);
+  cJSON_Delete(config);
+  /* no config at all */
+  assert_int_equal(d9_spec_resolve_params(s, NULL, &diag), 0);
+  assert_int_equal(lookup_ok(s, NULL, "h"), 3);
+  int64_t v;
+  assert_int_equal(d9_spec_lookup(s, NULL, "tie_word_embeddings", 19, &v, &diag), -ENOENT);
+  d9_spec_destroy(s);
+}
+
+typedef struct lcase {
+  const char *name;
+  int rc;
+  const char *msg; /* for -EINVAL */
+} lcase;
+
+static const lcase lcases[] = {
+  {"nope", -ENOENT, NULL},
+  {"nothing", -ENOENT, NULL},                                   /* null */
+  {"quantization_config.weight_block_size.2", -ENOENT, NULL},   /* past the end */
+  {"quantization_config.weight_block_size.x", -ENOENT, NULL},
+  {"quantization_config.weight_block_size.-1", -ENOENT, NULL},
+  {"quantization_config.nope", -ENOENT, NULL},
+  {"hidden_size.0", -ENOENT, NULL},                             /* into a number */
+  {"rope_theta", -EINVAL, "config.json: 'rope_theta' is not an integer"},
+  {"model_type", -EINVAL, "config.json: 'model_type' is not an integer"},
+  {"big", -EINVAL, "config.json: 'big' is not an integer"},     /* above 2^53 */
+  {"quantization_config", -EINVAL, "config.json: 'quantization_config' is not an integer"},
+  {"quantization_config.weight_block_size", -EINVAL,
+   "'quantization_config.weight_block_size' is not an integer"},
+};
+
+static void test_lookup_table(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(spec_text);
+  cJSON *config = config_from(config_text);
+  d9_diag diag = {0};
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  for (size_t i = 0; i < sizeof lcases / sizeof *lcases; i++) {
+    const lcase *c = &lcases[i];
+    d9_diag_clear(&diag);
+    int64_t v = -12345;
+    int rc = d9_spec_lookup(s, config, c->name, strlen(c->name), &v, &diag);
+    if (rc != c->rc) fail_msg("lookup '%s': rc %d, want %d (%s)", c->name, rc, c->rc, diag.msg);
+    if (c->msg && !strstr(diag.msg, c->msg))
+      fail_msg("lookup '%s': message '%s', want '%s'", c->name, diag.msg, c->msg);
+    if (!c->msg && diag.set) fail_msg("lookup '%s': unexpected message '%s'", c->name, diag.msg);
+  }
+  cJSON_Delete(config);
+  d9_spec_destroy(s);
+}
+
+/* BUG (fails on purpose): an empty path component in a config name
+ * silently selects element 0 of an array: "quantization_config.
+ * weight_block_size.." (note the trailing double dot) resolves to 128, the
+ * first element, because the empty component "" goes through strtol, which
+ * reads it as 0 without complaint. The expression grammar lets such a name
+ * through ([A-Za-z_][A-Za-z0-9_.]*). Expected -ENOENT, as for any name that
+ * does not reach an integer. */
+static void test_lookup_empty_component(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(spec_text);
+  cJSON *config = config_from(config_text);
+  assert_int_equal(d9_spec_resolve_params(s, config, NULL), 0);
+  int64_t v = -12345;
+  const char *n = "quantization_config.weight_block_size..";
+  int rc = d9_spec_lookup(s, config, n, strlen(n), &v, NULL);
+  cJSON_Delete(config);
+  d9_spec_destroy(s);
+  if (rc != -ENOENT) fail_msg("lookup '%s': rc %d value %" PRId64 ", want -ENOENT", n, rc, v);
+}
+
+/* d9_spec_int: a JSON integer or an expression string over params and config. */
+typedef struct icase {
+  const char *json;   /* the argument, ' for " */
+  int rc;
+  int64_t want;
+  const char *msg;
+} icase;
+
+static const icase icases[] = {
+  {"12", 0, 12, NULL},
+  {"-3", 0, -3, NULL},
+  {"1e2", -EINVAL, 0, "spec.json: W: not an integer"}, /* integers are written as integers */
+  {"'head_dim * 2'", 0, 128, NULL},
+  {"'g * c + quantization_config.weight_block_size.1'", 0, 92, NULL},
+  {"'tie_word_embeddings + 1'", 0, 2, NULL},
+  {"1.5", -EINVAL, 0, "spec.json: W: not an integer"},
+  {"9007199254740993", -EINVAL, 0, "spec.json: W: not an integer"},
+  {"true", -EINVAL, 0, "spec.json: W: want an integer or an expression string"},
+  {"[1]", -EINVAL, 0, "spec.json: W: want an integer or an expression string"},
+  {"null", -EINVAL, 0, "spec.json: W: want an integer or an expression string"},
+  {"'zz'", -EINVAL, 0, "spec.json: W: expression 'zz': unknown name 'zz'"},
+  {"'rope_theta * 2'", -EINVAL, 0, "config.json: 'rope_theta' is not an integer"},
+  {"'2 * model_type'", -EINVAL, 0, "config.json: 'model_type' is not an integer"},
+  {"'head_dim / 0'", -EINVAL, 0, "spec.json: W: expression 'head_dim / 0': division by zero"},
+  {"''", -EINVAL, 0, "spec.json: W: expression '': unexpected end"},
+};
+
+static void test_spec_int_table(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(spec_text);
+  cJSON *config = config_from(config_text);
+  d9_diag diag = {0};
+  assert_int_equal(d9_spec_resolve_params(s, config, &diag), 0);
+  for (size_t i = 0; i < sizeof icases / sizeof *icases; i++) {
+    const icase *c = &icases[i];
+    char text[128];
+    snprintf(text, sizeof text, "[%s]", c->json);
+    for (char *p = text; *p; p++)
+      if (*p == '\'') *p = '"';
+    cJSON *arr = config_from(text); /* strict parse: marks inexact numbers */
+    d9_diag_clear(&diag);
+    int64_t v = -12345;
+    int rc = d9_spec_int(s, config, arr->child, "W", &v, &diag);
+    if (rc != c->rc || (rc == 0 && v != c->want))
+      fail_msg("%s: rc %d value %" PRId64 ", want rc %d value %" PRId64 " (%s)", c->json, rc,
+               v, c->rc, c->want, diag.msg);
+    if (rc && !strstr(diag.msg, c->msg))
+      fail_msg("%s: message '%s', want '%s'", c->json, diag.msg, c->msg);
+    cJSON_Delete(arr);
+  }
+  cJSON_Delete(config);
+  d9_spec_destroy(s);
+}
+
+/* d9_spec_resolve_params errors: (params object, config) -> message. */
+typedef struct pcase {
+  const char *params;   /* the value of "params", ' for " */
+  const char *config;   /* NULL: the default config_text */
+  const char *msg;
+} pcase;
+
+static const pcase pcases[] = {
+  {"{'x':'hidden_size * 2','y':'model_type'}", NULL,
+   "config.json: 'model_type' is not an integer"},
+  {"{'y':'rope_theta / 2'}", NULL, "config.json: 'rope_theta' is not an integer"},
+  {"{'head_dim':{'default':8}}", "{'head_dim':'big'}",
+   "config.json: 'head_dim' is not an integer"},
+  {"{'head_dim':{'default':8}}", "{'head_dim':64.5}",
+   "config.json: 'head_dim' is not an integer"},
+  {"{'x':{'default':1,'extra':2}}", NULL, "spec.json: params.x: unknown key 'extra'"},
+  {"{'x':{}}", NULL, "spec.json: params.x: missing \"default\""},
+  {"{'x':'later','later':1}", NULL,
+   "spec.json: params.x: expression 'later': unknown name 'later'"},
+  {"{'x':[1]}", NULL, "spec.json: params.x: want an integer or an expression string"},
+  {"{'x':true}", NULL, "spec.json: params.x: want an integer or an expression string"},
+  {"{'x':1.5}", NULL, "spec.json: params.x: not an integer"},
+  {"{'x':{'default':'1 +'}}", NULL, "spec.json: params.x: expression '1 +': unexpected end"},
+  {"{'x':'num_attention_heads / (num_key_value_heads - 4)'}", NULL,
+   "spec.json: params.x: expression 'num_attention_heads / (num_key_value_heads - 4)': "
+   "division by zero"},
+  {"{'a':1,'b':'a * 9223372036854775807 * 2'}", NULL,
+   "spec.json: params.b: expression 'a * 9223372036854775807 * 2': multiplication overflows"},
+};
+
+static void test_params_errors(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++) {
+    const pcase *c = &pcases[i];
+    char text[512];
+    snprintf(text, sizeof text, "{'d9dfs_spec':1,'params':%s}", c->params);
+    d9_spec *s = spec_from(text);
+    cJSON *config = config_from(c->config ? c->config : config_text);
+    d9_diag diag = {0};
+    int rc = d9_spec_resolve_params(s, config, &diag);
+    if (rc != -EINVAL || !strstr(diag.msg, c->msg))
+      fail_msg("params %s: rc %d '%s', want -EINVAL '%s'", c->params, rc, diag.msg, c->msg);
+    cJSON_Delete(config);
+    d9_spec_destroy(s);
+  }
+}
+
+/* BUG (fails on purpose): whether a non-integer config.json value of a
+ * {"default"} parameter is an error depends on whether the caller passed a
+ * diag. d9_spec_resolve_params tests `diag && diag->set` instead of the
+ * lookup's return code, so with diag == NULL, params {"head_dim":
+ * {"default": 8}} and config {"head_dim": "big"} resolve to 0 with
+ * head_dim = 8 (the string is silently ignored); with a diag the same input
+ * is -EINVAL. Expected -EINVAL either way. (The same test also makes a
+ * diag that already holds an earlier message turn every absent {"default"}
+ * name into -EINVAL.) */
+static void test_params_error_without_diag(void **state) {
+  (void)state;
+  d9_spec *s = spec_from("{'d9dfs_spec':1,'params':{'head_dim':{'default':8}}}");
+  cJSON *config = config_from("{'head_dim':'big'}");
+  int rc = d9_spec_resolve_params(s, config, NULL);
+  int64_t v = -1;
+  if (!rc) d9_spec_lookup(s, config, "head_dim", 8, &v, NULL);
+  cJSON_Delete(config);
+  d9_spec_destroy(s);
+  if (rc != -EINVAL)
+    fail_msg("resolve with a NULL diag: rc %d (head_dim = %" PRId64 "), want -EINVAL", rc, v);
+}
+
+/* ---- d9_spec_parse ---- */
+
+typedef struct scase {
+  const char *label;
+  const char *text;  /* ' for " */
+  const char *msg;   /* NULL: must parse */
+} scase;
+
+#define RULE0 "'inputs':'a.{L}','output':'b.{L}'"
+
+static const scase scases[] = {
+  /* valid */
+  {"minimal", "{'d9dfs_spec':1}", NULL},
+  {"all top-level keys",
+   "{'d9dfs_spec':1,'description':'x','params':{},'ignore':['x.{L}'],'rules':[],"
+   "'passthrough':true,'strict':false,'output':{'max_shard_size':'512MiB',"
+   "'single_file':true,'copy':['config.json','tokenizer*']}}", NULL},
+  {"rule with everything",
+   "{'d9dfs_spec':1,'rules':[{'name':'fc1','comment':'c','required':true,"
+   "'inputs':{'gate':'m.{L}.gate','up':'m.{L}.up'},"
+   "'steps':[{'op':'concat','dim':0,'in':['gate','up'],'out':'y'},"
+   "{'op':'cast','to':'BF16'}],'output':{'y':'d.{L}.fc1'}}]}", NULL},
+  {"tied rule",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'lm_head.weight','output':'output.weight',"
+   "'tied':{'from':'model.embed_tokens.weight','if':'tie_word_embeddings'}}]}", NULL},
+  {"every op",
+   "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'cast','to':'F32'},"
+   "{'op':'concat','dim':0},{'op':'stack','dim':0},{'op':'chunk','chunks':2,'dim':0},"
+   "{'op':'split','sizes':[1,2],'dim':0},{'op':'qkv','heads':1,'groups':1,'head_dim':1},"
+   "{'op':'qkv_split','heads':1,'groups':1,'head_dim':1},{'op':'reshape','shape':[1]}]}]}",
+   NULL},
+  {"copy empty list", "{'d9dfs_spec':1,'output':{'copy':[]}}", NULL},
+  /* top level */
+  {"not json", "{'d9dfs_spec':1,", "spec.json: "},
+  {"duplicate key", "{'d9dfs_spec':1,'rules':[],'rules':[]}", "duplicate key 'rules'"},
+  {"not an object", "[]", "spec.json: the spec must be a json object"},
+  {"unknown top-level key", "{'d9dfs_spec':1,'rulez':[]}",
+   "spec.json: top level: unknown key 'rulez'"},
+  {"missing version", "{'rules':[]}", "spec.json: \"d9dfs_spec\": must be 1"},
+  {"version 2", "{'d9dfs_spec':2}", "spec.json: \"d9dfs_spec\": must be 1"},
+  {"version 0", "{'d9dfs_spec':0}", "\"d9dfs_spec\": must be 1"},
+  {"version string", "{'d9dfs_spec':'1'}", "\"d9dfs_spec\": must be 1"},
+  {"version fraction", "{'d9dfs_spec':1.5}", "\"d9dfs_spec\": must be 1"},
+  {"params not an object", "{'d9dfs_spec':1,'params':[]}",
+   "spec.json: \"params\" must be an object"},
+  {"ignore bad pattern", "{'d9dfs_spec':1,'ignore':['ok','{x']}",
+   "spec.json: ignore[1]: pattern '{x': bad capture at byte 0"},
+  {"ignore not a list", "{'d9dfs_spec':1,'ignore':5}",
+   "top level: 'ignore' must be a name or a non-empty list of names"},
+  {"ignore not strings", "{'d9dfs_spec':1,'ignore':['a',1]}", "'ignore'[1] is not a string"},
+  {"passthrough not bool", "{'d9dfs_spec':1,'passthrough':'yes'}",
+   "\"passthrough\" must be true or false"},
+  {"strict not bool", "{'d9dfs_spec':1,'strict':1}", "\"strict\" must be true or false"},
+  {"rules not array", "{'d9dfs_spec':1,'rules':{}}", "\"rules\" must be an array"},
+  /* rules */
+  {"rule not an object", "{'d9dfs_spec':1,'rules':[{" RULE0 "},5]}",
+   "spec.json: rules[1]: a rule must be an object"},
+  {"unknown key in a rule", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'frob':1}]}",
+   "spec.json: rules[0]: unknown key 'frob'"},
+  {"unknown key in a named rule", "{'d9dfs_spec':1,'rules':[{" RULE0 "},{'name':'qkv',"
+   RULE0 ",'input':'x'}]}", "spec.json: rules[1] (qkv): unknown key 'input'"},
+  {"missing inputs", "{'d9dfs_spec':1,'rules':[{'output':'b'}]}",
+   "rules[0]: \"inputs\" must be a pattern or a non-empty object of patterns"},
+  {"empty inputs", "{'d9dfs_spec':1,'rules':[{'inputs':{},'output':'b'}]}",
+   "rules[0]: \"inputs\" must be a pattern"},
+  {"input not a string", "{'d9dfs_spec':1,'rules':[{'inputs':{'q':1},'output':'b'}]}",
+   "rules[0]: input 'q' must be a pattern string"},
+  {"bad input pattern", "{'d9dfs_spec':1,'rules':[{'inputs':'a.{L','output':'b'}]}",
+   "spec.json: rules[0].inputs.x: pattern 'a.{L': bad capture at byte 2"},
+  {"bad named input pattern",
+   "{'d9dfs_spec':1,'rules':[{'name':'n','inputs':{'p':'a','q':'{1}'},'output':'b'}]}",
+   "rules[0] (n).inputs.q: pattern '{1}': bad capture at byte 0"},
+  {"empty input pattern", "{'d9dfs_spec':1,'rules':[{'inputs':'','output':'b'}]}",
+   "rules[0].inputs.x: empty pattern"},
+  {"bad output pattern", "{'d9dfs_spec':1,'rules':[{'inputs':'a','output':'b}'}]}",
+   "spec.json: rules[0].output: pattern 'b}': bad capture at byte 1"},
+  {"missing output", "{'d9dfs_spec':1,'rules':[{'inputs':'a'}]}",
+   "rules[0]: \"output\" must be a pattern or a non-empty object of patterns"},
+  {"output value not a string", "{'d9dfs_spec':1,'rules':[{'inputs':'a','output':{'y':2}}]}",
+   "rules[0]: output 'y' must be a pattern string"},
+  {"output __metadata__", "{'d9dfs_spec':1,'rules':[{'inputs':'a','output':'__metadata__'}]}",
+   "spec.json: rules[0]: target name '__metadata__' is reserved"},
+  {"output object __metadata__",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'a','output':{'x':'b','y':'__metadata__'}}]}",
+   "rules[0]: target name '__metadata__' is reserved"},
+  {"steps not array", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':{}}]}",
+   "rules[0]: \"steps\" must be an array"},
+  {"step not an object", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':['cast']}]}",
+   "spec.json: rules[0].steps[0]: a step must be an object"},
+  {"step without op", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'to':'F32'}]}]}",
+   "rules[0].steps[0]: missing \"op\""},
+  {"op not a string", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':3}]}]}",
+   "rules[0].steps[0]: missing \"op\""},
+  {"unknown op", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'frobnicate'}]}]}",
+   "spec.json: rules[0].steps[0]: unknown op 'frobnicate'"},
+  {"unknown op in a named rule's second step",
+   "{'d9dfs_spec':1,'rules':[{" RULE0 "},{'name':'fuse'," RULE0 ",'steps':[{'op':'cast',"
+   "'to':'F32'},{'op':'frobnicate'}]}]}",
+   "spec.json: rules[1] (fuse).steps[1]: unknown op 'frobnicate'"},
+  {"op names are case-sensitive", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'Cast'}]}]}",
+   "unknown op 'Cast'"},
+  {"argument of another op", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'cast','dim':0}]}]}",
+   "rules[0].steps[0]: unknown key 'dim'"},
+  {"step in empty", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'cast','in':[]}]}]}",
+   "rules[0].steps[0]: 'in' must be a name or a non-empty list of names"},
+  {"step out not strings",
+   "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[{'op':'cast','out':['a',1]}]}]}",
+   "rules[0].steps[0]: 'out'[1] is not a string"},
+  {"required not bool", "{'d9dfs_spec':1,'rules':[{" RULE0 ",'required':'yes'}]}",
+   "rules[0]: \"required\" must be true or false"},
+  {"tied without from",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'lm_head.weight','output':'o','tied':{'if':'t'}}]}",
+   "spec.json: rules[0]: \"tied\" needs \"from\""},
+  {"tied without if",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'lm_head.weight','output':'o','tied':{'from':'e'}}]}",
+   "spec.json: rules[0]: \"tied\" needs \"from\""},
+  {"tied from a pattern",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'lm_head.weight','output':'o','tied':{'from':'e.{L}',"
+   "'if':'t'}}]}", "rules[0]: \"tied\" needs \"from\""},
+  {"tied on a pattern input",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'h.{L}','output':'o.{L}','tied':{'from':'e','if':'t'}}]}",
+   "rules[0]: \"tied\" needs \"from\""},
+  {"tied not an object",
+   "{'d9dfs_spec':1,'rules':[{'inputs':'lm_head.weight','output':'o','tied':'e'}]}",
+   "rules[0]: \"tied\" must be an object"},
+  {"tied unknown key",
+   "{'d9dfs_spec':1,'rules':[{'name':'lm_head','inputs':'lm_head.weight','output':'o',"
+   "'tied':{'from':'e','if':'t','when':1}}]}", "rules[0] (lm_head): unknown key 'when'"},
+  /* output */
+  {"output not an object", "{'d9dfs_spec':1,'output':5}", "spec.json: output: must be an object"},
+  {"output unknown key", "{'d9dfs_spec':1,'output':{'shard':1}}",
+   "spec.json: output: unknown key 'shard'"},
+  {"max_shard_size bad suffix", "{'d9dfs_spec':1,'output':{'max_shard_size':'5XB'}}",
+   "spec.json: output.max_shard_size: want bytes or a size like"},
+  {"max_shard_size lowercase suffix", "{'d9dfs_spec':1,'output':{'max_shard_size':'5gb'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size space", "{'d9dfs_spec':1,'output':{'max_shard_size':'5 GB'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size 0", "{'d9dfs_spec':1,'output':{'max_shard_size':0}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size '0'", "{'d9dfs_spec':1,'output':{'max_shard_size':'0GB'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size negative", "{'d9dfs_spec':1,'output':{'max_shard_size':-5}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size fraction", "{'d9dfs_spec':1,'output':{'max_shard_size':1.5}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size over 2^53", "{'d9dfs_spec':1,'output':{'max_shard_size':1e17}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size empty", "{'d9dfs_spec':1,'output':{'max_shard_size':''}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size no digits", "{'d9dfs_spec':1,'output':{'max_shard_size':'GB'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size beyond 64 bits", "{'d9dfs_spec':1,'output':{'max_shard_size':'99999999999999999999'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size product overflows", "{'d9dfs_spec':1,'output':{'max_shard_size':'20000000000GB'}}",
+   "output.max_shard_size: want bytes"},
+  {"max_shard_size bool", "{'d9dfs_spec':1,'output':{'max_shard_size':true}}",
+   "output.max_shard_size: want bytes"},
+  {"single_file not bool", "{'d9dfs_spec':1,'output':{'single_file':'yes'}}",
+   "spec.json: output.single_file: must be true or false"},
+  {"copy with '/'", "{'d9dfs_spec':1,'output':{'copy':['config.json','sub/x.json']}}",
+   "spec.json: output.copy[1]: 'sub/x.json' must name files in the source directory itself"},
+  {"copy '..'", "{'d9dfs_spec':1,'output':{'copy':['..']}}", "output.copy[0]: '..' must name"},
+  {"copy '.'", "{'d9dfs_spec':1,'output':{'copy':'.'}}", "output.copy[0]: '.' must name"},
+  {"copy absolute", "{'d9dfs_spec':1,'output':{'copy':['/etc/passwd']}}",
+   "output.copy[0]: '/etc/passwd' must name"},
+  {"copy empty name", "{'d9dfs_spec':1,'output':{'copy':['']}}", "output.copy[0]: '' must name"},
+  {"copy not a list", "{'d9dfs_spec':1,'output':{'copy':5}}",
+   "output: 'copy' must be a name or a non-empty list of names"},
+};
+
+static void test_spec_parse_table(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof scases / sizeof *scases; i++) {
+    const scase *c = &scases[i];
+    char *t = dq(c->text);
+    d9_diag diag = {0};
+    d9_spec *s = (d9_spec *)1;
+    int rc = d9_spec_parse(t, strlen(t), "spec.json", &s, &diag);
+    if (c->msg) {
+      if (rc != -EINVAL || !diag.set || !strstr(diag.msg, c->msg) ||
+          strncmp(diag.msg, "spec.json: ", 11))
+        fail_msg("case '%s': want -EINVAL '%s', got rc %d '%s'", c->label, c->msg, rc, diag.msg);
+      assert_ptr_equal(s, (d9_spec *)1); /* *out untouched on error */
+    } else {
+      if (rc) fail_msg("case '%s': rc %d '%s'", c->label, rc, diag.msg);
+      d9_spec_destroy(s);
+    }
+    free(t);
+  }
+  d9_spec_destroy(NULL);
+}
+
+/* BUG (fails on purpose): output.max_shard_size "-1" is accepted as
+ * 18446744073709551615 bytes, because parse_size in spec.c uses strtoull,
+ * which takes a sign (and negates) and skips leading white space, so
+ * " 5GB" is accepted too. Expected -EINVAL with "output.max_shard_size:
+ * want bytes ...", as for the number -1 and for "5 GB". */
+static void test_spec_negative_size_string(void **state) {
+  (void)state;
+  static const char *const texts[] = {
+      "{\"d9dfs_spec\":1,\"output\":{\"max_shard_size\":\"-1\"}}",
+      "{\"d9dfs_spec\":1,\"output\":{\"max_shard_size\":\" 5GB\"}}",
+  };
+  char failures[512] = "";
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+    d9_diag diag = {0};
+    d9_spec *s = NULL;
+    int rc = d9_spec_parse(texts[i], strlen(texts[i]), "spec.json", &s, &diag);
+    if (rc != -EINVAL || !strstr(diag.msg, "output.max_shard_size: want bytes")) {
+      size_t o = strlen(failures);
+      snprintf(failures + o, sizeof failures - o, "[%s: rc %d, max_shard_size %llu] ", texts[i],
+               rc, s ? (unsigned long long)s->max_shard_size : 0ull);
+    }
+    d9_spec_destroy(s);
+  }
+  if (failures[0]) fail_msg("accepted: %s", failures);
+}
+
+/* The parsed form of a valid spec. */
+static void test_spec_parsed_values(void **state) {
+  (void)state;
+  d9_spec *s = spec_from("{'d9dfs_spec':1}");
+  assert_int_equal(s->strict, 1);
+  assert_int_equal(s->passthrough, 0);
+  assert_int_equal(s->single_file, 0);
+  assert_int_equal(s->max_shard_size, 5000000000ull);
+  assert_int_equal(s->ncopy, 9);
+  assert_string_equal(s->copy[0], "config.json");
+  assert_int_equal(s->nrules, 0);
+  assert_int_equal(s->nignore, 0);
+  d9_spec_destroy(s);
+
+  static const struct { const char *size; uint64_t want; } sizes[] = {
+      {"1000", 1000}, {"'1000'", 1000}, {"'7B'", 7}, {"'5GB'", 5000000000ull},
+      {"'500MB'", 500000000ull}, {"'3KB'", 3000}, {"'2GiB'", 2ull << 30},
+      {"'512MiB'", 512ull << 20}, {"'4KiB'", 4096}, {"9007199254740992", 1ull << 53},
+  };
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    char text[128];
+    snprintf(text, sizeof text, "{'d9dfs_spec':1,'output':{'max_shard_size':%s}}", sizes[i].size);
+    s = spec_from(text);
+    if (s->max_shard_size != sizes[i].want)
+      fail_msg("max_shard_size %s -> %llu", sizes[i].size, (unsigned long long)s->max_shard_size);
+    d9_spec_destroy(s);
+  }
+
+  s = spec_from("{'d9dfs_spec':1,'ignore':'x.{L}','strict':false,'passthrough':true,"
+                "'output':{'single_file':true,'copy':'tok*'},'rules':["
+                "{'inputs':'a.{L}','output':'b.{L}'},"
+                "{'name':'fc1','inputs':{'gate':'g.{L}','up':'u.{L}'},"
+                "'steps':[{'op':'concat','dim':0,'in':['gate','up'],'out':'y'}],"
+                "'output':{'y':'fc1.{L}'},'required':true},"
+                "{'inputs':'lm_head.weight','output':'output.weight',"
+                "'tied':{'from':'embed.weight','if':'tie_word_embeddings'}}]}");
+  assert_int_equal(s->strict, 0);
+  assert_int_equal(s->passthrough, 1);
+  assert_int_equal(s->single_file, 1);
+  assert_int_equal(s->ncopy, 1);
+  assert_string_equal(s->copy[0], "tok*");
+  assert_int_equal(s->nignore, 1);
+  assert_string_equal(s->ignore[0], "x.{L}");
+  assert_int_equal(s->nrules, 3);
+  const d9_rule *r = &s->rules[0];
+  assert_string_equal(r->name, "rules[0]");
+  assert_string_equal(r->where, "rules[0]");
+  assert_int_equal(r->ninputs, 1);
+  assert_string_equal(r->in_names[0], "x");
+  assert_string_equal(r->in_pats[0], "a.{L}");
+  assert_int_equal(r->nsteps, 0);
+  assert_int_equal(r->nout, 1);
+  assert_null(r->out_names[0]);
+  assert_string_equal(r->out_pats[0], "b.{L}");
+  assert_int_equal(r->required, 0);
+  r = &s->rules[1];
+  assert_string_equal(r->name, "fc1");
+  assert_string_equal(r->where, "rules[1] (fc1)");
+  assert_int_equal(r->ninputs, 2);
+  assert_string_equal(r->in_names[1], "up");
+  assert_string_equal(r->in_pats[1], "u.{L}");
+  assert_int_equal(r->nsteps, 1);
+  assert_int_equal(r->steps[0].kind, D9_STEP_CONCAT);
+  assert_string_equal(r->steps[0].where, "rules[1] (fc1).steps[0]");
+  assert_int_equal(r->steps[0].nin, 2);
+  assert_string_equal(r->steps[0].in[1], "up");
+  assert_int_equal(r->steps[0].nout, 1);
+  assert_string_equal(r->steps[0].out[0], "y");
+  assert_string_equal(r->out_names[0], "y");
+  assert_int_equal(r->required, 1);
+  r = &s->rules[2];
+  assert_string_equal(r->tied_from, "embed.weight");
+  assert_string_equal(r->tied_if, "tie_word_embeddings");
+  d9_spec_destroy(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_params_resolve),
+      cmocka_unit_test(test_params_order_and_shadowing),
+      cmocka_unit_test(test_lookup_table),
+      cmocka_unit_test(test_lookup_empty_component),
+      cmocka_unit_test(test_spec_int_table),
+      cmocka_unit_test(test_params_errors),
+      cmocka_unit_test(test_params_error_without_diag),
+      cmocka_unit_test(test_spec_parse_table),
+      cmocka_unit_test(test_spec_negative_size_string),
+      cmocka_unit_test(test_spec_parsed_values),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
