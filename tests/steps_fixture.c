@@ -173,21 +173,16 @@ d9_mount *must_mount(const char *src, const char *spec, int reverse, uint64_t sh
 /* Write every file of m into dir (created), as `d9dfs convert` does. */
 void convert_to(d9_mount *m, const char *dir) {
   assert_int_equal(mkdir(dir, 0755), 0);
-  const d9_vnode *root = d9_mount_node(m, 0);
-  for (int i = 0; i < root->nchildren; i++) {
-    const d9_vnode *v = d9_mount_node(m, root->children[i]);
-    if (v->kind != D9_NODE_FILE) continue;
-    uint64_t len = 0;
-    unsigned char *b = tu_read_node(m, root->children[i], &len);
-    if (!b) fail_msg("reading %s failed", v->name);
+  tree *tr = tree_from_mount(m);
+  for (int i = 0; i < tr->nf; i++) {
     char path[4300];
-    snprintf(path, sizeof path, "%s/%s", dir, v->name);
+    snprintf(path, sizeof path, "%s/%s", dir, tr->fname[i]);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
-    assert_int_equal(fwrite(b, 1, len, f), len);
+    assert_int_equal(fwrite(tr->data[i], 1, tr->len[i], f), tr->len[i]);
     assert_int_equal(fclose(f), 0);
-    free(b);
   }
+  tree_free(tr);
 }
 
 /* Forward-convert src with spec into a new directory (returned, malloc'd). */
