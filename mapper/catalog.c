@@ -335,6 +335,7 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
     if (!c->shards) goto fail;
     const char *single = !fstatat(c->dirfd, "model.safetensors", &st, 0) ? "model.safetensors"
                                                                         : ADAPTER;
+    c->adapter = single[0] == 'a';
     if ((rc = add_shard(c, single, diag)) < 0) goto fail;
   } else {
     rc = d9_diag_fail(diag, ENOENT,

@@ -71,6 +71,7 @@ typedef struct d9_catalog {
   d9_src_tensor *tensors;/* in shard order, then file order */
   int *by_name;          /* tensor indices sorted by name (for lookup) */
   int has_index;         /* source came with model.safetensors.index.json */
+  int adapter;           /* a PEFT adapter: its one shard is adapter_model.safetensors */
   cJSON *config;         /* parsed config.json or NULL if absent */
   char *config_text;     /* its bytes (NUL-terminated), or NULL */
   size_t config_len;

@@ -406,8 +406,32 @@ static void test_adapter_dir(void **state) {
   assert_int_equal(c->nshards, 1);
   assert_string_equal(c->shards[0].name, "adapter_model.safetensors");
   assert_int_equal(c->has_index, 0);
+  assert_int_equal(c->adapter, 1);
   assert_true(c->ntensors > 0);
   d9_catalog_close(c);
+  /* mounted: the tree keeps the names, adapter_config.json copied as is */
+  char spec[PATH_MAX];
+  path_in(spec, f->tmp, "adapter.json");
+  tu_write(spec, "{\"d9dfs_spec\": 1, \"passthrough\": true,"
+                 " \"output\": {\"copy\": [\"*.json\"]}}");
+  d9_mount_opts o = {.src_dir = dir, .spec_path = spec, .confine_links = 1};
+  d9_mount *m = tu_mount(&o);
+  assert_true(d9_mount_resolve(m, "adapter_model.safetensors") > 0);
+  assert_true(d9_mount_resolve(m, "model.safetensors") < 0);
+  int idx = d9_mount_resolve(m, "adapter_config.json");
+  assert_true(idx > 0);
+  uint64_t len;
+  unsigned char *got = tu_read_node(m, idx, &len);
+  assert_non_null(got);
+  FILE *fp = fopen(b, "rb");
+  assert_non_null(fp);
+  unsigned char want[4096];
+  size_t wn = fread(want, 1, sizeof want, fp);
+  fclose(fp);
+  assert_int_equal(len, wn);
+  assert_memory_equal(got, want, wn);
+  free(got);
+  d9_mount_close(m);
   /* model.safetensors wins when both are there */
   path_in(a, dir, "adapter_model.safetensors");
   path_in(b, dir, "model.safetensors");
