@@ -20,7 +20,7 @@
  *   src/dir.safetensors/       a directory
  *   src/fifo.safetensors       a FIFO (must not hang: opened non-blocking)
  *   src/config.json            {"hidden_size": 64}
- *   outside.safetensors        valid, beside src/ (must never be opened)
+ *   outside.safetensors        valid, beside src/ (never opened when confined)
  *
  * Why files and not an in-memory parse: the checks that matter most for an
  * index - relative paths only, no '..', symlinks resolving outside, shards
