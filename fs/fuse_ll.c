@@ -185,21 +185,7 @@ static int pipe_get(const fs_state *s, rbuf *b) {
  * be. Returns 0, -EIO (a shard ended early) or -ESTALE. */
 static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piece *p,
                          int np) {
-  size_t pos = 0;
-  for (int i = 0; i < np; pos += p[i++].len) {
-    if (p[i].mem) continue;
-    for (size_t done = 0; done < p[i].len;) {
-      ssize_t r = pread(p[i].fd, buf + pos + done, p[i].len - done,
-                        (off_t)(p[i].off + done));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) { /* a shard that shrank is stale; say which */
-        int c = d9_mount_check_pieces(s->m, idx, p, np);
-        return c ? c : -EIO;
-      }
-      done += (size_t)r;
-    }
-  }
-  return d9_mount_check_pieces(s->m, idx, p, np);
+  return d9_mount_pieces_to_buf(s->m, idx, buf, p, np);
 }
 
 /* The node behind an inode, or NULL for an inode we never handed out. */

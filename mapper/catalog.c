@@ -11,6 +11,7 @@
 #include "json_strict.h"
 
 enum { INDEX_MAX = 256u << 20, CONFIG_MAX = 16u << 20 };
+#define ADAPTER "adapter_model.safetensors" /* a PEFT adapter's weights */
 
 /* Full pread: 0, or -EIO on an error or a short read. */
 static int pread_full(int fd, void *buf, size_t n, uint64_t off) {
@@ -32,8 +33,10 @@ static int under(const char *real, const char *dir) {
 
 /* A Hugging Face hub cache snapshot, .../models--ORG--NAME/snapshots/REV,
  * links its files to ../../blobs/HASH. When root (canonical) is such a
- * snapshot and that blobs directory exists, put its canonical path in
- * blobs (PATH_MAX bytes); else blobs is "". */
+ * snapshot and .../models--ORG--NAME/blobs is a real directory (lstat: a
+ * symlinked blobs would widen the allowed root to wherever it points), put
+ * that path in blobs (PATH_MAX bytes); else blobs is "". root is canonical,
+ * so no component above blobs is a symlink either. */
 static void hub_blobs(const char *root, char *blobs) {
   blobs[0] = 0;
   const char *rev = strrchr(root, '/');
@@ -42,21 +45,10 @@ static void hub_blobs(const char *root, char *blobs) {
   if (snap_end < 10 || strncmp(root + snap_end - 10, "/snapshots", 10)) return;
   size_t repo_end = snap_end - 10;         /* root[0, repo_end) = .../models--X */
   if (repo_end == 0 || repo_end + 7 >= PATH_MAX) return;
-  char path[PATH_MAX];
-  memcpy(path, root, repo_end);
-  memcpy(path + repo_end, "/blobs", 7);
+  memcpy(blobs, root, repo_end);
+  memcpy(blobs + repo_end, "/blobs", 7);
   struct stat st;
-  if (!realpath(path, blobs) || stat(blobs, &st) || !S_ISDIR(st.st_mode)) blobs[0] = 0;
-}
-
-/* Does name (relative to the source directory) resolve inside it, or into
- * the hub cache's blobs directory next to it? A missing file answers yes:
- * the open reports it. */
-static int inside_dir(const d9_catalog *c, const char *name) {
-  char path[PATH_MAX], real[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/%s", c->root, name) >= sizeof path) return 0;
-  if (!realpath(path, real)) return 1;
-  return under(real, c->root) || under(real, c->blobs);
+  if (lstat(blobs, &st) || !S_ISDIR(st.st_mode)) blobs[0] = 0;
 }
 
 static int safe_relative(const char *name) {
@@ -71,29 +63,82 @@ static int safe_relative(const char *name) {
   return 1;
 }
 
-/* 0 if name is a relative path without '..' that resolves inside the
- * source directory (or its hub cache blobs); else -EINVAL with diag set. */
-static int check_inside(const d9_catalog *c, const char *name, d9_diag *diag) {
-  if (!safe_relative(name))
-    return d9_diag_fail(diag, EINVAL, "%s: '%s': path must be relative, without '..'",
-                        c->dir, name);
-  if (!inside_dir(c, name))
-    return d9_diag_fail(diag, EINVAL, "%s: '%s' resolves outside the source directory",
-                        c->dir, name);
-  return 0;
+/* Confinement: 1 if name, fully resolved now, lies inside the source
+ * directory or its hub blobs and, when fd >= 0, is the file fd has open
+ * (same device and inode: the name was not swapped between the open and
+ * this check). A name that does not resolve answers 1 when fd < 0 (the
+ * open reports it) and 0 when fd >= 0. */
+static int resolves_inside(const d9_catalog *c, const char *name, int fd) {
+  char path[PATH_MAX], real[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", c->root, name) >= sizeof path) return 0;
+  if (!realpath(path, real)) return fd < 0;
+  if (!under(real, c->root) && !under(real, c->blobs)) return 0;
+  if (fd < 0) return 1;
+  struct stat a, b;
+  return !stat(real, &a) && !fstat(fd, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int refuse_outside(const d9_catalog *c, const char *name, d9_diag *diag) {
+  return d9_diag_fail(diag, EINVAL, "%s: '%s' resolves outside the source directory", c->dir,
+                      name);
+}
+
+static int refuse_special(const char *name, d9_diag *diag) {
+  return d9_diag_fail(diag, EINVAL, "%s: not a regular file", name);
 }
 
 int d9_catalog_open_file(const d9_catalog *c, const char *name, struct stat *st,
                          d9_diag *diag) {
-  int rc = check_inside(c, name, diag);
-  if (rc) return rc;
+  if (!safe_relative(name))
+    return d9_diag_fail(diag, EINVAL, "%s: '%s': path must be relative, without '..'",
+                        c->dir, name);
+  if (c->confine && !resolves_inside(c, name, -1)) return refuse_outside(c, name, diag);
+  /* refuse FIFOs, devices and sockets before opening them */
+  if (fstatat(c->dirfd, name, st, 0)) return d9_diag_errno(diag, errno, name);
+  if (!S_ISREG(st->st_mode)) return refuse_special(name, diag);
   int fd = openat(c->dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return d9_diag_errno(diag, errno, name);
   if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
     close(fd);
-    return d9_diag_fail(diag, EINVAL, "%s: not a regular file", name);
+    return refuse_special(name, diag);
+  }
+  if (c->confine && !resolves_inside(c, name, fd)) {
+    close(fd);
+    return refuse_outside(c, name, diag);
   }
   return fd;
+}
+
+/* A small source file (the index, config.json) into a malloc'd,
+ * NUL-terminated buffer, read through d9_catalog_open_file. */
+static int read_small(const d9_catalog *c, const char *name, size_t max, char **out,
+                      size_t *out_len, d9_diag *diag) {
+  struct stat st;
+  int fd = d9_catalog_open_file(c, name, &st, diag), rc = 0;
+  if (fd < 0) return fd;
+  char *buf = NULL;
+  if ((uint64_t)st.st_size > max) {
+    rc = d9_diag_fail(diag, EFBIG, "%s: file is %lld bytes, more than the limit of %zu", name,
+                      (long long)st.st_size, max);
+    goto close_fd;
+  }
+  size_t size = (size_t)st.st_size;
+  if (!(buf = malloc(size + 1))) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory reading %zu bytes", name, size);
+    goto close_fd;
+  }
+  if (pread_full(fd, buf, size, 0)) {
+    rc = d9_diag_fail(diag, EIO, "%s: read error", name);
+    goto close_fd;
+  }
+  if ((rc = d9_catalog_check_file(c, name, fd, &st, diag))) goto close_fd;
+  buf[size] = 0;
+  *out = buf, *out_len = size;
+  buf = NULL;
+close_fd:
+  free(buf);
+  close(fd);
+  return rc;
 }
 
 static int add_shard(d9_catalog *c, const char *name, d9_diag *diag) {
@@ -179,8 +224,7 @@ static int read_index(d9_catalog *c, cJSON **index, d9_diag *diag) {
   char *text;
   size_t len;
   const char *iname = "model.safetensors.index.json";
-  int rc = check_inside(c, iname, diag);
-  if (!rc) rc = d9_read_small_file(c->dirfd, iname, INDEX_MAX, &text, &len, diag);
+  int rc = read_small(c, iname, INDEX_MAX, &text, &len, diag);
   if (rc) return rc;
   cJSON *j = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, iname, diag);
   free(text);
@@ -247,6 +291,10 @@ static int cross_check(d9_catalog *c, cJSON *index, d9_diag *diag) {
 }
 
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
+  return d9_catalog_open_flags(dir, D9_CATALOG_CONFINE, out, diag);
+}
+
+int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_diag *diag) {
   int rc = -ENOMEM;
   cJSON *index = NULL;
   d9_src_tensor *tens = NULL;
@@ -254,6 +302,7 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   d9_catalog *c = calloc(1, sizeof *c);
   if (!c) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
   c->dirfd = -1;
+  c->confine = (flags & D9_CATALOG_CONFINE) != 0;
   if (!(c->arena = d9_arena_create()) || !(c->dir = d9_arena_strdup(c->arena, dir))) {
     rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
     goto fail;
@@ -280,13 +329,18 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   if (!fstatat(c->dirfd, "model.safetensors.index.json", &st, 0)) {
     c->has_index = 1;
     if ((rc = read_index(c, &index, diag))) goto fail;
-  } else if (!fstatat(c->dirfd, "model.safetensors", &st, 0)) {
+  } else if (!fstatat(c->dirfd, "model.safetensors", &st, 0) ||
+             !fstatat(c->dirfd, ADAPTER, &st, 0)) {
     c->shards = d9_arena_calloc(c->arena, 1, sizeof *c->shards);
     if (!c->shards) goto fail;
-    if ((rc = add_shard(c, "model.safetensors", diag)) < 0) goto fail;
+    const char *single = !fstatat(c->dirfd, "model.safetensors", &st, 0) ? "model.safetensors"
+                                                                        : ADAPTER;
+    c->adapter = single[0] == 'a';
+    if ((rc = add_shard(c, single, diag)) < 0) goto fail;
   } else {
     rc = d9_diag_fail(diag, ENOENT,
-                      "%s: no model.safetensors or model.safetensors.index.json", dir);
+                      "%s: no model.safetensors or model.safetensors.index.json (nor "
+                      ADAPTER ")", dir);
     goto fail;
   }
   for (int s = 0; s < c->nshards; s++)
@@ -302,11 +356,9 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   qsort_r(c->by_name, (size_t)c->ntensors, sizeof(int), cmp_by_name, c->tensors);
   if ((rc = cross_check(c, index, diag))) goto fail;
   if (!fstatat(c->dirfd, "config.json", &st, 0)) {
-    rc = check_inside(c, "config.json", diag);
-    if (!rc)
-      rc = d9_read_small_file(c->dirfd, "config.json", CONFIG_MAX, &c->config_text,
-                              &c->config_len, diag);
-    if (rc) goto fail;
+    if ((rc = read_small(c, "config.json", CONFIG_MAX, &c->config_text, &c->config_len,
+                         diag)))
+      goto fail;
     c->config = d9_json_parse(c->config_text, c->config_len, D9_JSON_MAX_DEPTH, 0,
                               "config.json", diag);
     if (!c->config || !cJSON_IsObject(c->config)) {
@@ -336,19 +388,57 @@ void d9_catalog_close(d9_catalog *c) {
   free(c);
 }
 
+static int same_time(struct timespec a, struct timespec b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+int d9_catalog_check_file(const d9_catalog *c, const char *name, int fd,
+                          const struct stat *was, d9_diag *diag) {
+  struct stat now;
+  if (fstat(fd, &now))
+    return d9_diag_fail(diag, EIO, "%s/%s: cannot check it for changes: %s", c->dir, name,
+                        strerror(errno));
+  char what[96];
+  what[0] = 0;
+  if (now.st_size != was->st_size)
+    snprintf(what, sizeof what, "size %lld, was %lld bytes", (long long)now.st_size,
+             (long long)was->st_size);
+  else if (!same_time(now.st_mtim, was->st_mtim))
+    snprintf(what, sizeof what, "mtime");
+  else if (!same_time(now.st_ctim, was->st_ctim)) /* rewritten with its mtime set back */
+    snprintf(what, sizeof what, "ctime: written or its metadata changed");
+  else {
+    struct stat path; /* through the links, to the target */
+    if (fstatat(c->dirfd, name, &path, 0))
+      snprintf(what, sizeof what, "the name no longer opens: %s", strerror(errno));
+    else if (path.st_ino != was->st_ino || path.st_dev != was->st_dev)
+      snprintf(what, sizeof what, "the name now leads to another file");
+  }
+  if (!what[0]) return 0;
+  return d9_diag_fail(diag, ESTALE,
+                      "%s/%s: changed under the mount (%s): remount after a source changed",
+                      c->dir, name, what);
+}
+
+/* d9_catalog_check_file, logging a change (the read's caller logs the
+ * errno; this says which file and what changed). */
+static int check_logged(const d9_catalog *c, const char *name, int fd, const struct stat *st) {
+  d9_diag diag = {0};
+  int r = d9_catalog_check_file(c, name, fd, st, &diag);
+  if (r) fprintf(stderr, "d9dfs: %s\n", diag.msg);
+  return r;
+}
+
 int d9_catalog_check(const d9_catalog *c, int s) {
   const d9_shard *sh = &c->shards[s];
-  struct stat now;
-  if (fstat(sh->fd, &now)) return -EIO;
-  if (now.st_size != sh->st.st_size || now.st_mtim.tv_sec != sh->st.st_mtim.tv_sec ||
-      now.st_mtim.tv_nsec != sh->st.st_mtim.tv_nsec)
-    return -ESTALE;
-  /* replaced by a rename: the path now names another file */
-  struct stat path_st;
-  if (fstatat(c->dirfd, sh->name, &path_st, 0) || path_st.st_ino != sh->st.st_ino ||
-      path_st.st_dev != sh->st.st_dev)
-    return -ESTALE;
-  return 0;
+  return check_logged(c, sh->name, sh->fd, &sh->st);
+}
+
+ssize_t d9_catalog_read_file(const d9_catalog *c, const char *name, int fd,
+                             const struct stat *st, void *buf, size_t n, uint64_t off) {
+  int r = pread_full(fd, buf, n, off);
+  int e = check_logged(c, name, fd, st); /* after the read: a change mid-read is caught */
+  return e ? e : r ? r : (ssize_t)n;
 }
 
 int d9_catalog_pread_unchecked(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {

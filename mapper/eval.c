@@ -211,19 +211,9 @@ static int read_extent(d9_read_ctx *rc, const d9_extent *e, uint64_t tb, uint64_
   return r;
 }
 
-static ssize_t read_copy(const d9_vfile *vf, uint64_t off, size_t n, unsigned char *buf) {
-  struct stat now;
-  if (fstat(vf->fd, &now) || now.st_size != vf->st.st_size ||
-      now.st_mtim.tv_sec != vf->st.st_mtim.tv_sec || now.st_mtim.tv_nsec != vf->st.st_mtim.tv_nsec)
-    return -ESTALE;
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = pread(vf->fd, buf + done, n - done, (off_t)(off + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -EIO;
-    done += (size_t)r;
-  }
-  return (ssize_t)n;
+static ssize_t read_copy(const d9_catalog *c, const d9_vfile *vf, uint64_t off, size_t n,
+                         unsigned char *buf) {
+  return d9_catalog_read_file(c, vf->name, vf->fd, &vf->st, buf, n, off);
 }
 
 /* The first extent of vf with end > off (nextents if none). */
@@ -269,7 +259,7 @@ ssize_t d9_eval_read(d9_read_ctx *rc, const d9_vfile *vf, uint64_t off, size_t n
     memcpy(out, vf->bytes + off, n);
     return (ssize_t)n;
   }
-  if (vf->kind == D9_VF_COPY) return read_copy(vf, off, n, out);
+  if (vf->kind == D9_VF_COPY) return read_copy(rc->cat, vf, off, n, out);
   rc->defer = rc->refs != NULL;
   rc->out_lo = out;
   rc->out_hi = out + n;

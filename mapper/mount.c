@@ -266,7 +266,9 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
   m->spec->lenient = o->lenient;
-  if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
+  if ((rc = d9_catalog_open_flags(o->src_dir, o->confine_links ? D9_CATALOG_CONFINE : 0,
+                                  &m->cat, diag)))
+    goto fail;
   if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
@@ -561,6 +563,19 @@ int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npie
     return e;
   }
   return 0;
+}
+
+int d9_mount_pieces_to_buf(d9_mount *m, int idx, unsigned char *buf, const d9_piece *p,
+                           int np) {
+  int e = 0;
+  size_t pos = 0;
+  for (int i = 0; i < np && !e; pos += p[i++].len)
+    if (!p[i].mem)
+      e = p[i].shard < 0 || p[i].shard >= m->cat->nshards
+              ? -EINVAL
+              : d9_catalog_pread_unchecked(m->cat, p[i].shard, buf + pos, p[i].len, p[i].off);
+  int c = d9_mount_check_pieces(m, idx, p, np); /* a shard that shrank is stale: say which */
+  return c ? c : e;
 }
 
 int d9_mount_nlossy(const d9_mount *m) { return m->spec->nlossy; }

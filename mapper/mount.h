@@ -37,6 +37,9 @@ typedef struct d9_mount_opts {
   int threads;            /* -o threads=N: threads that evaluate one computing read
                              (casts, dequant, ...) at once; 0 = the CPUs online, at
                              most 8; 1 = the reading thread alone */
+  int confine_links;      /* source symlinks must resolve inside it (or a hub snapshot's
+                             blobs): set for -o allow_other without -o follow_links */
+  int follow_links;       /* -o follow_links: follow them wherever they point */
   uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
   uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
 } d9_mount_opts;
@@ -109,6 +112,11 @@ ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void 
 /* 0 if every shard behind the source pieces is unchanged since the mount,
  * else -ESTALE or -EIO (counted as a read error and logged). */
 int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npieces);
+/* The pieces as one reply in buf, when they cannot be spliced: the memory
+ * pieces already sit in place, the source ranges are read into the gaps,
+ * then checked (d9_mount_check_pieces). Returns 0, -EIO or -ESTALE. */
+int d9_mount_pieces_to_buf(d9_mount *m, int idx, unsigned char *buf, const d9_piece *pieces,
+                           int npieces);
 
 /* Render a D9_NODE_DYNAMIC node's current content into a malloc'd buffer
  * (caller frees). Returns 0 or -errno. */

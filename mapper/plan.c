@@ -267,7 +267,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
   }
   for (int f = 0; f < ncut; f++) {
     d9_vfile *vf = &p->files[f];
-    vf->name = ncut == 1 ? "model.safetensors"
+    vf->name = ncut == 1 ? (c->adapter ? "adapter_model.safetensors" : "model.safetensors")
                          : d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, ncut);
     if (!vf->name || (rc = build_shard(p, tg, cut[f], cut[f + 1], vf, diag))) {
       free(cut);

@@ -37,7 +37,9 @@ static const char usage[] =
     "                     mid-read is then logged, not refused; default off)\n"
     "  -o direct_io       read() bypasses the page cache: faster cold streaming\n"
     "                     reads (cp, cat), re-reads not cached; mmap still cached\n"
-    "  -o allow_other     let other users read (implies default_permissions)\n"
+    "  -o allow_other     let other users read (implies default_permissions);\n"
+    "                     source symlinks must then stay inside SRC\n"
+    "  -o follow_links    with allow_other: follow source symlinks wherever they point\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
     "  -o threads=N       threads (1..8) that evaluate one computing read (casts,\n"
@@ -88,7 +90,8 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "splice") && !eq) fo->splice = 1;
     else if (!strcmp(tok, "no_splice") && !eq) fo->splice = 0;
     else if (!strcmp(tok, "direct_io") && !eq) fo->direct_io = 1;
-    else if (!strcmp(tok, "allow_other") && !eq) fo->allow_other = 1;
+    else if (!strcmp(tok, "allow_other") && !eq) fo->allow_other = mo->confine_links = 1;
+    else if (!strcmp(tok, "follow_links") && !eq) mo->follow_links = 1;
     else if (!strcmp(tok, "auto_unmount") && !eq) fo->auto_unmount = 1;
     else if (!strcmp(tok, "tp") && eq && !parse_u(eq, 1, 4096, &v)) mo->tp = (int)v;
     else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
@@ -254,6 +257,7 @@ int main(int argc, char **argv) {
   int keep = 0;
   int npos = parse_args(argc - 2, argv + 2, pos, 8, &mo, &fo, &keep);
   if (npos < 0) return 2;
+  mo.confine_links = mo.confine_links && !mo.follow_links;
   if (!strcmp(cmd, "demo")) return d9_cli_demo(argv[0], keep);
   if (!strcmp(cmd, "check")) {
     if (npos != 2) {
