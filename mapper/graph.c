@@ -374,7 +374,8 @@ static int expand_over(builder *b, const d9_rule *r, over_inst *v, int n) {
       char where[512];
       snprintf(where, sizeof where, "%s: %s: stack over %s", b->s->path, r->where, r->over);
       d9_node *st = d9_node_stack(b->g->arena, per + o * cnt, cnt, 0, where, b->diag);
-      rc = st ? emit(b, r, o, &v[g0].caps, st, group, v[g0].drv->name) : -EINVAL;
+      rc = st ? emit(b, r, o, &v[g0].caps, st, group, v[g0].drv->name)
+              : b->diag && b->diag->err == ENOMEM ? -ENOMEM : -EINVAL;
     }
     for (int k = 0; !rc && k < nused; k++) b->used[used[k]] = 1;
     free(per);

@@ -49,6 +49,9 @@ static int invert_concat(const d9_step *st, d9_op_inv *inv) {
   if (!st->args->sizes.n)
     return inv->refuse = "concat has no inverse without \"sizes\" (the size of each part along "
                          "dim)", -EINVAL;
+  if (st->args->sizes.n > D9_STEP_MAX_PARTS)
+    return inv->refuse = "concat of more than 32 parts has no inverse (split makes at most 32 "
+                         "parts)", -EINVAL;
   inv->kind = D9_STEP_SPLIT;
   inv->args.sizes = st->args->sizes;
   inv->args.dim = st->args->dim;
@@ -149,6 +152,9 @@ static int build_split(const d9_step_ctx *b, const d9_step *st, d9_node **x, int
   int d;
   if (d9_op_int(b, st, &st->args->dim, &dim)) return -EINVAL;
   if (d9_op_dim(dim, x[0]->ndim, 0, &d)) return bad_dim(b, where, dim);
+  if (l->n > D9_STEP_MAX_PARTS) /* decoded specs hold at most that; inverses are checked */
+    return d9_diag_fail(b->diag, EINVAL, "%s: split into %d parts, the limit is %d", where, l->n,
+                        D9_STEP_MAX_PARTS);
   for (int i = 0; i < l->n; i++)
     if (d9_op_int(b, st, &l->v[i], &sizes[i]) ||
         d9_op_add(sum, sizes[i], &sum, where, "split sizes", b->diag))

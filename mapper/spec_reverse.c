@@ -3,11 +3,10 @@
  * its source layout.
  *
  * Each rule is inverted whole: its outputs become the inputs, its inputs
- * the outputs, and its steps run backwards, each replaced by its inverse
- * (cast to/from swapped, concat <-> split/chunk, stack <-> unstack, qkv <->
- * qkv_split, reshape with from_shape, squeeze <-> unsqueeze, transposes
- * and permutes inverted, interleave <-> deinterleave, dequant <-> quant,
- * affine x*a+b <-> x/a - b/a, pad <-> truncate, rope half <-> interleaved).
+ * the outputs, and its steps run backwards, each replaced by its inverse,
+ * which the op's table entry makes (d9_op_def.invert, op_table.h) as typed
+ * arguments: cast to/from swapped, concat <-> split/chunk, stack <->
+ * unstack, qkv <-> qkv_split, and so on.
  * A rule's "over" becomes "unstack" and the other way round; a tied alias
  * becomes "drop the alias when the flag is set". Steps without an inverse
  * (slice, a cast without "from", a reshape without "from_shape") make the

@@ -272,12 +272,33 @@ static void test_argument_overflow(void **state) {
   free(dir);
 }
 
+/* Step arguments are checked when the spec is read: a bad one is reported
+ * even when the source directory does not exist (no tensor looked at). */
+static void test_bad_argument_before_catalog(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir(), src[4200];
+  snprintf(src, sizeof src, "%s/no-such-source", dir);
+  d9_diag diag = {0};
+  int rc;
+  assert_null(try_open(dir, src,
+                       "{\"d9dfs_spec\": 1, \"rules\": [{\"name\": \"q\", \"inputs\": \"a\","
+                       " \"steps\": [{\"op\": \"chunk\", \"chunks\": 64}], \"output\": \"b\"}]}",
+                       &rc, &diag));
+  assert_int_equal(rc, -EINVAL);
+  want_msg(&diag, (const char *const[]){"spec.json: rules[0] (q).steps[0].chunks: 64 is out of range",
+                                        "1..32", NULL});
+  assert_null(strstr(diag.msg, "no-such-source"));
+  tu_rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_many_inputs),
       cmocka_unit_test(test_target_caps),
       cmocka_unit_test(test_unstack_slices),
       cmocka_unit_test(test_argument_overflow),
+      cmocka_unit_test(test_bad_argument_before_catalog),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
