@@ -1,4 +1,5 @@
 #include "graph.h"
+#include "graph_limits.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -92,31 +93,8 @@ int d9_natural_cmp(const char *a, const char *b) {
   return r ? r : strcmp(a, b); /* "x.01" and "x.1" differ */
 }
 
-/* The planning memory of the graph so far: its arena and target table. */
-static size_t graph_bytes(const builder *b) {
-  return d9_arena_used(b->g->arena) + (size_t)b->cap * sizeof(d9_target);
-}
-
-/* Refuse a target beyond a limit (docs/spec.md "Limits"): -E2BIG, never a
- * lenient finding. */
-static int check_limits(builder *b, const d9_rule *r) {
-  const char *who = r ? r->where : "pass-through";
-  if (b->g->ntargets >= D9_MAX_TARGETS)
-    return d9_diag_fail(b->diag, E2BIG, "%s: %s: more than %d targets in the tree, the limit",
-                        b->s->path, who, D9_MAX_TARGETS);
-  if (r && b->rule_targets >= D9_MAX_TARGETS_PER_RULE)
-    return d9_diag_fail(b->diag, E2BIG, "%s: %s: the rule makes more than %d targets, the limit",
-                        b->s->path, who, D9_MAX_TARGETS_PER_RULE);
-  size_t used = graph_bytes(b);
-  if (used > D9_GRAPH_MEM_MAX)
-    return d9_diag_fail(b->diag, E2BIG, "%s: %s: planning memory %zu MiB, over the limit of %zu "
-                        "MiB (%d targets so far)", b->s->path, who, used >> 20,
-                        (size_t)D9_GRAPH_MEM_MAX >> 20, b->g->ntargets);
-  return 0;
-}
-
 static int add_target(builder *b, const char *name, d9_node *x, const d9_rule *r, int group) {
-  int rc = check_limits(b, r);
+  int rc = d9_graph_check_limits(b->s, b->g, b->cap, b->rule_targets, r, b->diag);
   if (rc) return rc;
   if (b->g->ntargets == b->cap) {
     int ncap = b->cap ? b->cap * 2 : 256;
@@ -492,37 +470,8 @@ static int expand_rule(builder *b, const d9_rule *r) {
   return 0;
 }
 
-/* Before anything is built: the targets each plain or unstacking rule
- * will make (its matching drivers, times the slices of an unstack, times
- * its outputs), against the per-rule and total limits, so that a spec
- * that would make millions of targets is refused at once. */
-static int precount(builder *b) {
-  int64_t total = 0;
-  for (int k = 0; k < b->s->nrules; k++) {
-    const d9_rule *r = &b->s->rules[k];
-    int64_t n = 0;
-    if (r->over) continue; /* stacked instances make fewer targets than drivers */
-    for (int i = 0; i < b->c->ntensors; i++) {
-      d9_caps caps = {0};
-      const d9_src_tensor *t = &b->c->tensors[i];
-      if (!d9_pattern_match(r->in_pats[0], t->name, &caps) || ignored(b->s, t->name) ||
-          excluded(r, t->name))
-        continue;
-      int64_t per = 1;
-      if (r->unstack && t->ndim >= 1 && t->shape[0] >= 1 && t->shape[0] <= D9_RULE_UNSTACK_MAX)
-        per = t->shape[0];
-      n += per * r->nout; /* <= ntensors * 4096 * nout: no overflow */
-    }
-    if (n > D9_MAX_TARGETS_PER_RULE)
-      return d9_diag_fail(b->diag, E2BIG, "%s: %s: the rule would make %lld targets, more than "
-                          "the %d one rule may make", b->s->path, r->where, (long long)n,
-                          D9_MAX_TARGETS_PER_RULE);
-    if ((total += n) > D9_MAX_TARGETS)
-      return d9_diag_fail(b->diag, E2BIG, "%s: %s: the rules up to this one would make %lld "
-                          "targets, more than the %d a tree may hold", b->s->path, r->where,
-                          (long long)total, D9_MAX_TARGETS);
-  }
-  return 0;
+int d9_graph_skips(const d9_spec *s, const d9_rule *r, const char *name) {
+  return ignored(s, name) || excluded(r, name);
 }
 
 /* The arrays every instance reuses, sized for the largest rule. */
@@ -557,7 +506,7 @@ int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_dia
     rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
     goto fail;
   }
-  if ((rc = precount(&b))) goto fail;
+  if ((rc = d9_graph_precount(s, c, diag))) goto fail;
   for (int i = 0; i < s->nrules; i++) {
     b.rule_targets = 0;
     if ((rc = expand_rule(&b, &s->rules[i]))) goto fail;
