@@ -132,12 +132,16 @@ static int decode_list(const d9_arg_def *d, const cJSON *v, d9_arena *arena, con
                        const char *where, d9_ilist *out, d9_diag *diag) {
   int scalar = d->type == D9_ARG_INT_OR_INTS && !cJSON_IsArray(v);
   int n = scalar ? 1 : cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+  char lim[48];
+  if (d->max_n == INT32_MAX) snprintf(lim, sizeof lim, "at least %d", d->min_n);
+  else if (d->min_n == d->max_n) snprintf(lim, sizeof lim, "%d", d->min_n);
+  else snprintf(lim, sizeof lim, "%d..%d", d->min_n, d->max_n);
   if (n < 0)
-    return d9_diag_fail(diag, EINVAL, "%s: %s.%s: want a list of %d to %d integers", path, where,
-                        d->key, d->min_n, d->max_n);
+    return d9_diag_fail(diag, EINVAL, "%s: %s.%s: want a list of integers (%s)", path, where,
+                        d->key, lim);
   if (!scalar && (n < d->min_n || n > d->max_n))
-    return d9_diag_fail(diag, EINVAL, "%s: %s.%s: %d values, the limits are %d..%d", path, where,
-                        d->key, n, d->min_n, d->max_n);
+    return d9_diag_fail(diag, EINVAL, "%s: %s.%s: %d values, want %s", path, where,
+                        d->key, n, lim);
   out->v = d9_arena_calloc(arena, (size_t)n + 1, sizeof *out->v);
   if (!out->v) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", path);
   out->n = n;
