@@ -790,6 +790,115 @@ static void test_step_args_decoded(void **state) {
   }
 }
 
+/* Each op's inverse from the table (d9_op_def.invert): the op it becomes,
+ * the arguments it carries, lossy exactly as the entry says, and the
+ * inverse of the inverse is the op again. Refusals name the reason. */
+static void test_step_inverses(void **state) {
+  (void)state;
+  static const struct {
+    const char *step;       /* ' for " */
+    int nin;                /* the forward step's inputs */
+    d9_step_kind inv;       /* D9_STEP_COUNT: refused */
+    int lossy;
+    const char *refuse;
+  } cases[] = {
+    {"{'op':'cast','to':'BF16','from':'F32'}", 1, D9_STEP_CAST, 1, NULL},
+    {"{'op':'cast','to':'F32','from':'BF16'}", 1, D9_STEP_CAST, 0, NULL},
+    {"{'op':'cast','to':'F16','from':'F8_E4M3'}", 1, D9_STEP_CAST, 0, NULL},
+    {"{'op':'cast','to':'F32'}", 1, D9_STEP_COUNT, 0, "without \"from\""},
+    {"{'op':'concat','sizes':[3,'h'],'dim':1}", 2, D9_STEP_SPLIT, 0, NULL},
+    {"{'op':'concat'}", 2, D9_STEP_COUNT, 0, "without \"sizes\""},
+    {"{'op':'split','sizes':[3,4]}", 1, D9_STEP_CONCAT, 0, NULL},
+    {"{'op':'chunk','chunks':2,'dim':-1}", 1, D9_STEP_CONCAT, 0, NULL},
+    {"{'op':'stack','dim':1}", 3, D9_STEP_UNSTACK, 0, NULL},
+    {"{'op':'unstack','dim':1}", 1, D9_STEP_STACK, 0, NULL},
+    {"{'op':'qkv','heads':4,'groups':2,'head_dim':'d'}", 3, D9_STEP_QKV_SPLIT, 0, NULL},
+    {"{'op':'qkv_split','heads':4,'groups':2,'head_dim':8}", 1, D9_STEP_QKV, 0, NULL},
+    {"{'op':'reshape','shape':[-1],'from_shape':[4,8]}", 1, D9_STEP_RESHAPE, 0, NULL},
+    {"{'op':'reshape','shape':[-1]}", 1, D9_STEP_COUNT, 0, "without \"from_shape\""},
+    {"{'op':'squeeze','dim':0}", 1, D9_STEP_UNSQUEEZE, 0, NULL},
+    {"{'op':'unsqueeze','dim':-1}", 1, D9_STEP_SQUEEZE, 0, NULL},
+    {"{'op':'transpose','dim0':1,'dim1':2}", 1, D9_STEP_TRANSPOSE, 0, NULL},
+    {"{'op':'permute','dims':[1,2,0]}", 1, D9_STEP_PERMUTE, 0, NULL},
+    {"{'op':'slice','end':4}", 1, D9_STEP_COUNT, 0, "slice drops data"},
+    {"{'op':'interleave','group':8}", 2, D9_STEP_DEINTERLEAVE, 0, NULL},
+    {"{'op':'interleave'}", 33, D9_STEP_COUNT, 0, "more than 32 inputs"},
+    {"{'op':'deinterleave','parts':2}", 1, D9_STEP_INTERLEAVE, 0, NULL},
+    {"{'op':'dequant','block':[128,64]}", 2, D9_STEP_QUANT, 1, NULL},
+    {"{'op':'quant'}", 1, D9_STEP_DEQUANT, 1, NULL},
+    {"{'op':'affine','mul':2,'add':1}", 1, D9_STEP_AFFINE, 1, NULL},
+    {"{'op':'affine','mul':0}", 1, D9_STEP_COUNT, 0, "no inverse"},
+    {"{'op':'pad','rows':8,'from_rows':6}", 1, D9_STEP_TRUNCATE, 0, NULL},
+    {"{'op':'pad','multiple':8}", 1, D9_STEP_COUNT, 0, "without \"from_rows\""},
+    {"{'op':'truncate','rows':6,'from_rows':8}", 1, D9_STEP_PAD, 1, NULL},
+    {"{'op':'rope','heads':4,'to':'half'}", 1, D9_STEP_ROPE, 0, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char text[512];
+    snprintf(text, sizeof text, "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[%s]}]}",
+             cases[i].step);
+    d9_spec *s = spec_from(text);
+    const d9_step *st = &s->rules[0].steps[0];
+    d9_arena *a = d9_arena_create();
+    d9_op_inv inv = {.arena = a, .nin = cases[i].nin, .kind = D9_STEP_COUNT};
+    int rc = st->def->invert(st, &inv);
+    if (cases[i].inv == D9_STEP_COUNT) {
+      if (rc != -EINVAL || !inv.refuse || !strstr(inv.refuse, cases[i].refuse))
+        fail_msg("%s: rc %d refuse '%s', want '%s'", cases[i].step, rc,
+                 inv.refuse ? inv.refuse : "", cases[i].refuse);
+    } else {
+      if (rc || inv.kind != cases[i].inv || !inv.lossy != !cases[i].lossy)
+        fail_msg("%s: rc %d kind %s lossy '%s'", cases[i].step, rc, d9_step_name(inv.kind),
+                 inv.lossy ? inv.lossy : "");
+      d9_op_lossy want = st->def->lossy;
+      if (want == D9_LOSSY_NEVER) assert_null(inv.lossy);
+      if (want == D9_LOSSY_ALWAYS) assert_non_null(inv.lossy);
+      /* the inverse of the inverse is the forward op again */
+      d9_step back = {.kind = inv.kind, .def = d9_op_get(inv.kind), .args = &inv.args,
+                      .where = "back"};
+      d9_op_inv inv2 = {.arena = a, .nin = 1, .kind = D9_STEP_COUNT};
+      int rc2 = back.def->invert(&back, &inv2);
+      /* split and chunk become a concat without "sizes", which has none */
+      int parts = st->kind == D9_STEP_CHUNK || st->kind == D9_STEP_SPLIT;
+      if (parts && rc2 != -EINVAL) fail_msg("%s: the concat it becomes has an inverse", cases[i].step);
+      if (!parts && (rc2 || inv2.kind != st->kind))
+        fail_msg("%s: inverse of the inverse: rc %d kind %s", cases[i].step, rc2,
+                 d9_step_name(inv2.kind));
+    }
+    d9_arena_destroy(a);
+    d9_spec_destroy(s);
+  }
+  /* arguments carried over */
+  d9_spec *s = spec_from("{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':["
+                         "{'op':'permute','dims':[1,2,0]},{'op':'affine','mul':4,'add':1},"
+                         "{'op':'pad','rows':'v + 8','from_rows':'v'},"
+                         "{'op':'cast','to':'BF16','from':'F32'},{'op':'rope','heads':4,'to':'half'}]}]}");
+  d9_arena *a = d9_arena_create();
+  const d9_step *st = s->rules[0].steps;
+  d9_op_inv inv = {.arena = a, .nin = 1};
+  assert_int_equal(st[0].def->invert(&st[0], &inv), 0);
+  assert_int_equal(inv.args.dims.n, 3);
+  assert_int_equal(inv.args.dims.v[0].lit, 2); /* out dim 0 is in dim 2: 0 <- 2 */
+  assert_int_equal(inv.args.dims.v[1].lit, 0);
+  assert_int_equal(inv.args.dims.v[2].lit, 1);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[1].def->invert(&st[1], &inv), 0);
+  assert_true(inv.args.mul == 0.25 && inv.args.add == -0.25);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[2].def->invert(&st[2], &inv), 0);
+  assert_string_equal(inv.args.rows.expr, "v");
+  assert_string_equal(inv.args.from_rows.expr, "v + 8");
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[3].def->invert(&st[3], &inv), 0);
+  assert_int_equal(inv.args.to, D9_F32);
+  assert_int_equal(inv.args.from, D9_BF16);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[4].def->invert(&st[4], &inv), 0);
+  assert_int_equal(inv.args.word, 1); /* interleaved */
+  d9_arena_destroy(a);
+  d9_spec_destroy(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_params_resolve),
@@ -804,6 +913,7 @@ int main(void) {
       cmocka_unit_test(test_spec_parsed_values),
       cmocka_unit_test(test_step_args_refused_at_parse),
       cmocka_unit_test(test_step_args_decoded),
+      cmocka_unit_test(test_step_inverses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
