@@ -13,6 +13,7 @@ int d9_diag_fail(d9_diag *d, int err, const char *fmt, ...) {
     for (char *p = d->msg; *p; p++)
       if (*p == '\n' || *p == '\r') *p = ' ';
     d->set = 1;
+    d->err = err;
   }
   return -err;
 }

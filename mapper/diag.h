@@ -17,6 +17,7 @@
 
 typedef struct d9_diag {
   int set;                /* 1 once msg holds an error */
+  int err;                /* the positive errno msg was written with (ENOMEM stays ENOMEM) */
   char msg[D9_DIAG_MAX];  /* NUL-terminated, one line */
 } d9_diag;
 

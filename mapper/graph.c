@@ -1,14 +1,26 @@
 #include "graph.h"
+#include "graph_limits.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json_strict.h"
+#include "op_table.h"
 #include "pattern.h"
 #include "steps.h"
+
+/* Named values inside one rule instance; the arrays grow as needed and
+ * are reused by the next instance. */
+typedef struct env {
+  int n, cap;
+  const char **name;
+  d9_node **node;
+  int last0, nlast; /* the previous step's outputs: [last0, last0+nlast) */
+} env;
 
 typedef struct builder {
   const d9_spec *s;
@@ -18,24 +30,33 @@ typedef struct builder {
   uint8_t *used; /* per catalog tensor: consumed by a rule */
   d9_diag *diag;
   int npending;  /* inputs of the instance being built, marked used on success */
-  int pending[64];
+  int *pending;  /* [maxin]: catalog indices */
+  int maxin;     /* the most inputs of any rule */
+  env e;         /* the instance being built */
+  d9_node **x;   /* [xcap]: a step's inputs */
+  int xcap;
+  d9_node **outs;/* [maxout]: the outputs of one instance */
+  int maxout;    /* the most outputs of any rule */
+  int64_t rule_targets; /* targets the current rule made */
 } builder;
 
-/* Named values inside one rule instance. */
-typedef struct env {
-  int n;
-  const char *name[64];
-  d9_node *node[64];
-  int last0, nlast; /* the previous step's outputs: [last0, last0+nlast) */
-} env;
-
+/* Put a value; -1 when out of memory. */
 static int env_put(env *e, const char *name, d9_node *x) {
   for (int i = 0; i < e->n; i++)
     if (name && e->name[i] && !strcmp(e->name[i], name)) {
       e->node[i] = x;
       return i;
     }
-  if (e->n >= 64) return -1;
+  if (e->n == e->cap) {
+    if (e->cap > INT_MAX / 2) return -1;
+    int ncap = e->cap ? e->cap * 2 : 64;
+    const char **nn = realloc(e->name, (size_t)ncap * sizeof *nn);
+    if (!nn) return -1;
+    e->name = nn;
+    d9_node **nd = realloc(e->node, (size_t)ncap * sizeof *nd);
+    if (!nd) return -1;
+    e->node = nd, e->cap = ncap;
+  }
   e->name[e->n] = name;
   e->node[e->n] = x;
   return e->n++;
@@ -73,6 +94,8 @@ int d9_natural_cmp(const char *a, const char *b) {
 }
 
 static int add_target(builder *b, const char *name, d9_node *x, const d9_rule *r, int group) {
+  int rc = d9_graph_check_limits(b->s, b->g, b->cap, b->rule_targets, r, b->diag);
+  if (rc) return rc;
   if (b->g->ntargets == b->cap) {
     int ncap = b->cap ? b->cap * 2 : 256;
     d9_target *t = realloc(b->g->targets, (size_t)ncap * sizeof *t);
@@ -82,6 +105,7 @@ static int add_target(builder *b, const char *name, d9_node *x, const d9_rule *r
   char *nm = d9_arena_strdup(b->g->arena, name);
   if (!nm) return d9_diag_fail(b->diag, ENOMEM, "out of memory");
   b->g->targets[b->g->ntargets++] = (d9_target){nm, x, r, group};
+  b->rule_targets++;
   return 0;
 }
 
@@ -96,7 +120,7 @@ static int ignored(const d9_spec *s, const char *name) {
 /* In lenient mode a failed instance is recorded in the report and skipped;
  * in strict mode it fails the build. */
 static int soft(builder *b, int rc) {
-  if (!rc || !b->s->lenient || rc == -ENOMEM) return rc;
+  if (!rc || !b->s->lenient || rc == -ENOMEM || rc == -E2BIG) return rc;
   if (b->g->nreport < D9_REPORT_MAX) {
     char *m = d9_arena_strdup(b->g->arena, b->diag && b->diag->set ? b->diag->msg : "error");
     if (m) b->g->report[b->g->nreport++] = m;
@@ -105,15 +129,26 @@ static int soft(builder *b, int rc) {
   return 0;
 }
 
+/* Room for n step inputs in b->x. */
+static int x_room(builder *b, int n) {
+  if (n <= b->xcap) return 0;
+  d9_node **x = realloc(b->x, (size_t)n * sizeof *x);
+  if (!x) return -ENOMEM;
+  b->x = x, b->xcap = n;
+  return 0;
+}
+
 /* Run rule r's chain for one instance: the driver drv and the captures in
  * caps. When the rule unstacks (unstack_idx >= 0), every input is first cut
- * to its slice unstack_idx along dim 0. outs[o] receives the node of output o. */
+ * to its slice unstack_idx along dim 0. outs[o] receives the node of output o.
+ * 0, -EINVAL (a finding), or -ENOMEM. */
 static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                         int64_t unstack_idx, d9_node **outs) {
   b->npending = 0;
   char name[D9_NAME_MAX], where[D9_NAME_MAX + 256];
-  env e = {0};
+  env *e = &b->e;
   d9_arena *a = b->g->arena;
+  e->n = 0;
   snprintf(where, sizeof where, "%s: %s: tensor '%s'", b->s->path, r->where, drv->name);
   for (int i = 0; i < r->ninputs; i++) {
     const d9_src_tensor *t = drv;
@@ -128,7 +163,7 @@ static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_sr
         return d9_diag_fail(b->diag, ENOENT, "%s: missing input '%s' (%s)%s", where, name,
                             r->in_names[i], t ? ": it is ignored by the spec" : "");
     }
-    if (b->npending < 64) b->pending[b->npending++] = (int)(t - b->c->tensors);
+    b->pending[b->npending++] = (int)(t - b->c->tensors); /* room for r->ninputs */
     d9_node *x = d9_node_source(a, t);
     if (x && unstack_idx >= 0) {
       int64_t sh[D9_MAX_DIMS];
@@ -137,49 +172,52 @@ static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_sr
         return d9_diag_fail(b->diag, EINVAL, "%s: input '%s' has no leading dim of %lld to "
                             "unstack", where, t->name, (long long)drv->shape[0]);
       x = d9_node_slice(a, x, 0, unstack_idx, 1, where, b->diag);
-      if (!x || !(x = d9_node_reshape(a, x, sh, x->ndim - 1, where, b->diag))) return -EINVAL;
+      if (x) x = d9_node_reshape(a, x, sh, x->ndim - 1, where, b->diag);
+      if (!x) return b->diag && b->diag->err == ENOMEM ? -ENOMEM : -EINVAL;
     }
-    if (!x || env_put(&e, r->in_names[i], x) < 0)
+    if (!x || env_put(e, r->in_names[i], x) < 0)
       return d9_diag_fail(b->diag, ENOMEM, "%s: out of memory", where);
   }
-  e.last0 = 0, e.nlast = e.n;
+  e->last0 = 0, e->nlast = e->n;
   for (int s = 0; s < r->nsteps; s++) {
     const d9_step *st = &r->steps[s];
     char swhere[D9_NAME_MAX + 256];
     snprintf(swhere, sizeof swhere, "%s: %s: tensor '%s'", b->s->path, st->where, drv->name);
-    d9_node *x[64], *y[64];
-    int nx = 0, ny = 0;
+    d9_node *y[D9_STEP_MAX_OUTPUTS];
+    int nx = 0, ny = 0, rc;
+    if (x_room(b, st->nin ? st->nin : e->nlast))
+      return d9_diag_fail(b->diag, ENOMEM, "%s: out of memory", swhere);
     if (st->nin) {
       for (int i = 0; i < st->nin; i++)
-        if (!(x[nx++] = env_get(&e, st->in[i])))
+        if (!(b->x[nx++] = env_get(e, st->in[i])))
           return d9_diag_fail(b->diag, EINVAL, "%s: unknown value '%s'", swhere, st->in[i]);
     } else {
-      for (int i = 0; i < e.nlast; i++) x[nx++] = e.node[e.last0 + i];
+      for (int i = 0; i < e->nlast; i++) b->x[nx++] = e->node[e->last0 + i];
     }
     d9_step_ctx cx = {b->s, b->c->config, b->g->arena, b->diag};
-    if (d9_step_run(&cx, st, x, nx, y, &ny, swhere)) return -EINVAL;
+    if ((rc = d9_step_run(&cx, st, b->x, nx, y, &ny, swhere))) return rc;
     if (st->nout && st->nout != ny)
       return d9_diag_fail(b->diag, EINVAL, "%s: op '%s' makes %d outputs, \"out\" names %d",
                           swhere, st->op, ny, st->nout);
     for (int i = 0; i < ny; i++)
-      if (st->nout && env_put(&e, st->out[i], y[i]) < 0)
-        return d9_diag_fail(b->diag, ENOMEM, "%s: too many values", swhere);
+      if (st->nout && env_put(e, st->out[i], y[i]) < 0)
+        return d9_diag_fail(b->diag, ENOMEM, "%s: out of memory", swhere);
     /* the step's outputs, contiguous, are the next step's default inputs */
     for (int i = 0; i < ny; i++)
-      if (env_put(&e, NULL, y[i]) < 0)
-        return d9_diag_fail(b->diag, ENOMEM, "%s: too many values", swhere);
-    e.last0 = e.n - ny, e.nlast = ny;
+      if (env_put(e, NULL, y[i]) < 0)
+        return d9_diag_fail(b->diag, ENOMEM, "%s: out of memory", swhere);
+    e->last0 = e->n - ny, e->nlast = ny;
   }
   for (int o = 0; o < r->nout; o++) {
     if (r->out_names[o]) {
-      if (!(outs[o] = env_get(&e, r->out_names[o])))
+      if (!(outs[o] = env_get(e, r->out_names[o])))
         return d9_diag_fail(b->diag, EINVAL, "%s: output names unknown value '%s'", where,
                             r->out_names[o]);
     } else {
-      if (e.nlast != 1)
+      if (e->nlast != 1)
         return d9_diag_fail(b->diag, EINVAL, "%s: the last step makes %d values; name them in "
-                            "an \"output\" object", where, e.nlast);
-      outs[o] = e.node[e.last0];
+                            "an \"output\" object", where, e->nlast);
+      outs[o] = e->node[e->last0];
     }
   }
   return 0;
@@ -212,28 +250,36 @@ static void commit_used(builder *b) {
 /* One plain instance (or, with "unstack", one per slice of the driver). */
 static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                        int group) {
-  d9_node *outs[64];
+  d9_node **outs = b->outs;
+  int rc;
   if (!r->unstack) {
-    if (run_instance(b, r, caps, drv, -1, outs)) return -EINVAL;
+    if ((rc = run_instance(b, r, caps, drv, -1, outs))) return rc;
     for (int o = 0; o < r->nout; o++)
-      if (emit(b, r, o, caps, outs[o], group, drv->name)) return -EINVAL;
+      if ((rc = emit(b, r, o, caps, outs[o], group, drv->name))) return rc;
     commit_used(b);
     return 0;
   }
-  if (drv->ndim < 1 || drv->shape[0] < 1 || drv->shape[0] > 4096)
-    return d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': nothing to unstack on dim 0",
-                        b->s->path, r->where, drv->name);
+  if (drv->ndim < 1 || drv->shape[0] < 1)
+    return d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': nothing to unstack on dim 0 "
+                        "(%s)", b->s->path, r->where, drv->name,
+                        drv->ndim < 1 ? "a scalar" : "it is empty");
+  if (drv->shape[0] > D9_RULE_UNSTACK_MAX)
+    return d9_diag_fail(b->diag, EINVAL, "%s: %s: tensor '%s': dim 0 has %lld slices, more than "
+                        "the %d a rule may unstack", b->s->path, r->where, drv->name,
+                        (long long)drv->shape[0], D9_RULE_UNSTACK_MAX);
   for (int64_t i = 0; i < drv->shape[0]; i++) {
     d9_caps c2 = *caps;
     char idx[24];
     snprintf(idx, sizeof idx, "%lld", (long long)i);
-    if (c2.n >= D9_MAX_CAPS) return d9_diag_fail(b->diag, EINVAL, "%s: too many captures", r->where);
+    if (c2.n >= D9_MAX_CAPS)
+      return d9_diag_fail(b->diag, EINVAL, "%s: %s: more than %d captures", b->s->path, r->where,
+                          D9_MAX_CAPS);
     snprintf(c2.c[c2.n].name, sizeof c2.c[c2.n].name, "%s", r->unstack);
     c2.c[c2.n].val = idx;
     c2.c[c2.n++].len = strlen(idx);
-    if (run_instance(b, r, &c2, drv, i, outs)) return -EINVAL;
+    if ((rc = run_instance(b, r, &c2, drv, i, outs))) return rc;
     for (int o = 0; o < r->nout; o++)
-      if (emit(b, r, o, &c2, outs[o], group, drv->name)) return -EINVAL;
+      if ((rc = emit(b, r, o, &c2, outs[o], group, drv->name))) return rc;
     commit_used(b);
   }
   return 0;
@@ -290,16 +336,15 @@ static int expand_over(builder *b, const d9_rule *r, over_inst *v, int n) {
     }
     int cnt = g1 - g0, nused = 0;
     d9_node **per = calloc((size_t)cnt * (size_t)r->nout + 1, sizeof *per);
-    int *used = calloc((size_t)cnt * 64 + 1, sizeof *used);
+    int *used = calloc((size_t)cnt * (size_t)r->ninputs + 1, sizeof *used);
     if (!per || !used) {
       free(per);
       free(used);
       return d9_diag_fail(b->diag, ENOMEM, "out of memory");
     }
     for (int i = 0; i < cnt && !rc; i++) {
-      d9_node *outs[64];
-      rc = run_instance(b, r, &v[g0 + i].caps, v[g0 + i].drv, -1, outs);
-      for (int o = 0; o < r->nout && !rc; o++) per[o * cnt + i] = outs[o];
+      rc = run_instance(b, r, &v[g0 + i].caps, v[g0 + i].drv, -1, b->outs);
+      for (int o = 0; o < r->nout && !rc; o++) per[o * cnt + i] = b->outs[o];
       for (int k = 0; !rc && k < b->npending; k++) used[nused++] = b->pending[k];
     }
     int group = b->g->ngroups++;
@@ -307,7 +352,8 @@ static int expand_over(builder *b, const d9_rule *r, over_inst *v, int n) {
       char where[512];
       snprintf(where, sizeof where, "%s: %s: stack over %s", b->s->path, r->where, r->over);
       d9_node *st = d9_node_stack(b->g->arena, per + o * cnt, cnt, 0, where, b->diag);
-      rc = st ? emit(b, r, o, &v[g0].caps, st, group, v[g0].drv->name) : -EINVAL;
+      rc = st ? emit(b, r, o, &v[g0].caps, st, group, v[g0].drv->name)
+              : b->diag && b->diag->err == ENOMEM ? -ENOMEM : -EINVAL;
     }
     for (int k = 0; !rc && k < nused; k++) b->used[used[k]] = 1;
     free(per);
@@ -424,6 +470,30 @@ static int expand_rule(builder *b, const d9_rule *r) {
   return 0;
 }
 
+int d9_graph_skips(const d9_spec *s, const d9_rule *r, const char *name) {
+  return ignored(s, name) || excluded(r, name);
+}
+
+/* The arrays every instance reuses, sized for the largest rule. */
+static int builder_arrays(builder *b) {
+  for (int i = 0; i < b->s->nrules; i++) {
+    if (b->s->rules[i].ninputs > b->maxin) b->maxin = b->s->rules[i].ninputs;
+    if (b->s->rules[i].nout > b->maxout) b->maxout = b->s->rules[i].nout;
+  }
+  b->pending = calloc((size_t)b->maxin + 1, sizeof *b->pending);
+  b->outs = calloc((size_t)b->maxout + 1, sizeof *b->outs);
+  return b->pending && b->outs ? 0 : -ENOMEM;
+}
+
+static void builder_free(builder *b) {
+  free(b->used);
+  free(b->pending);
+  free(b->outs);
+  free(b->x);
+  free(b->e.name);
+  free(b->e.node);
+}
+
 static int cmp_target(const void *x, const void *y) {
   return d9_natural_cmp(((const d9_target *)x)->name, ((const d9_target *)y)->name);
 }
@@ -432,12 +502,15 @@ int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_dia
   builder b = {.s = s, .c = c, .diag = diag};
   int rc = -ENOMEM;
   if (!(b.g = calloc(1, sizeof *b.g)) || !(b.g->arena = d9_arena_create()) ||
-      !(b.used = calloc((size_t)c->ntensors + 1, 1))) {
-    rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+      !(b.used = calloc((size_t)c->ntensors + 1, 1)) || builder_arrays(&b)) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
     goto fail;
   }
-  for (int i = 0; i < s->nrules; i++)
+  if ((rc = d9_graph_precount(s, c, diag))) goto fail;
+  for (int i = 0; i < s->nrules; i++) {
+    b.rule_targets = 0;
     if ((rc = expand_rule(&b, &s->rules[i]))) goto fail;
+  }
   for (int i = 0; i < c->ntensors; i++) {
     const d9_src_tensor *t = &c->tensors[i];
     if (b.used[i]) continue;
@@ -466,11 +539,11 @@ int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_dia
       goto fail; /* even lenient: two tensors cannot share a name in one file */
     }
   }
-  free(b.used);
+  builder_free(&b);
   *out = b.g;
   return 0;
 fail:
-  free(b.used);
+  builder_free(&b);
   d9_graph_destroy(b.g);
   return rc ? rc : -EINVAL;
 }

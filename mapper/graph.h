@@ -22,7 +22,14 @@ typedef struct d9_target {
   int group;             /* dependency group (rule instance) id */
 } d9_target;
 
-#define D9_REPORT_MAX 4096
+/* Named limits (docs/spec.md "Limits"). A spec that would pass one is
+ * refused with -E2BIG and a message naming the rule, the count and the
+ * limit, in --lenient mode too. */
+#define D9_MAX_TARGETS (1 << 21)          /* targets in one tree */
+#define D9_MAX_TARGETS_PER_RULE (1 << 20) /* targets one rule makes */
+#define D9_GRAPH_MEM_MAX ((size_t)2 << 30) /* bytes of planning memory (nodes, names, targets) */
+#define D9_RULE_UNSTACK_MAX 4096          /* slices of one tensor a rule's "unstack" makes */
+#define D9_REPORT_MAX 4096                /* lenient findings kept in the report */
 
 typedef struct d9_graph {
   d9_arena *arena;
@@ -35,6 +42,8 @@ typedef struct d9_graph {
   const char *report[D9_REPORT_MAX]; /* one line each, arena-owned */
 } d9_graph;
 
+/* Expand s over c. 0, -EINVAL / -ENOENT (a finding, with diag), -E2BIG (a
+ * limit above), or -ENOMEM. */
 int d9_graph_build(const d9_spec *s, const d9_catalog *c, d9_graph **out, d9_diag *diag);
 void d9_graph_destroy(d9_graph *g); /* accepts NULL */
 

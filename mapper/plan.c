@@ -109,8 +109,8 @@ static int build_index(d9_plan *p, uint64_t total, d9_vfile *idx, d9_diag *diag)
 }
 
 /* Emit the header of shard f holding targets [t0, t1). */
-static int build_shard(d9_plan *p, const d9_target *tg, int t0, int t1, d9_vfile *vf,
-                       d9_diag *diag) {
+static int build_shard(d9_plan *p, const d9_spec *s, const d9_target *tg, int t0, int t1,
+                       d9_vfile *vf, d9_diag *diag) {
   int n = t1 - t0;
   d9_st_tensor *st = calloc((size_t)n + 1, sizeof *st);
   if (!st) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", vf->name);
@@ -125,8 +125,17 @@ static int build_shard(d9_plan *p, const d9_target *tg, int t0, int t1, d9_vfile
   uint64_t hlen;
   int rc = d9_st_write_header(st, n, NULL, NULL, 0, &hdr, &hlen);
   if (rc) {
+    uint64_t names = 0; /* the header holds each name, quoted, plus about 80 bytes */
+    for (int i = 0; i < n; i++) names += strlen(st[i].name) + 80;
     free(st);
-    return d9_diag_fail(diag, -rc, "%s: cannot write the header", vf->name);
+    if (rc == -ENOMEM) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", vf->name);
+    if (names > D9_ST_HEADER_MAX)
+      return d9_diag_fail(diag, E2BIG, "%s: %s: the header of its %d tensors would be about %llu "
+                          "bytes, over the safetensors limit of %u; %s or make fewer targets",
+                          s->path, vf->name, n, (unsigned long long)names,
+                          (unsigned)D9_ST_HEADER_MAX,
+                          s->single_file ? "drop output.single_file" : "lower output.max_shard_size");
+    return d9_diag_fail(diag, -rc, "%s: %s: cannot write the header", s->path, vf->name);
   }
   unsigned char *copy = d9_arena_alloc(p->arena, hlen);
   vf->extents = d9_arena_calloc(p->arena, (size_t)n + 1, sizeof *vf->extents);
@@ -269,7 +278,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
     d9_vfile *vf = &p->files[f];
     vf->name = ncut == 1 ? (c->adapter ? "adapter_model.safetensors" : "model.safetensors")
                          : d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, ncut);
-    if (!vf->name || (rc = build_shard(p, tg, cut[f], cut[f + 1], vf, diag))) {
+    if (!vf->name || (rc = build_shard(p, s, tg, cut[f], cut[f + 1], vf, diag))) {
       free(cut);
       goto fail;
     }

@@ -6,22 +6,10 @@
 #include <string.h>
 
 #include "json_strict.h"
+#include "op_table.h"
 #include "st_header.h"
 #include "expr.h"
 #include "pattern.h"
-
-static const struct {
-  const char *name;
-  const char *args; /* allowed keys besides op/in/out, space-separated */
-} step_ops[] = {
-#define D9_X(k, name, args) {name, args},
-    D9_STEP_TABLE(D9_X)
-#undef D9_X
-};
-
-const char *d9_step_name(d9_step_kind k) {
-  return k >= 0 && k < D9_STEP_COUNT ? step_ops[k].name : "?";
-}
 
 /* Every key of obj must be in allowed (NULL-terminated). */
 static int check_keys(const cJSON *obj, const char *const *allowed, int nallowed,
@@ -70,35 +58,39 @@ static int name_list(d9_spec *s, const cJSON *v, const char *where, const char *
 static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
                           d9_parallel *p, d9_diag *diag);
 
+/* A step: its op's table entry decodes the arguments (op_table.h). */
 static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st,
                       d9_diag *diag) {
   if (!cJSON_IsObject(j))
     return d9_diag_fail(diag, EINVAL, "%s: %s: a step must be an object", s->path, where);
   const char *op = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "op"));
   if (!op) return d9_diag_fail(diag, EINVAL, "%s: %s: missing \"op\"", s->path, where);
-  size_t k;
-  for (k = 0; k < sizeof step_ops / sizeof *step_ops; k++)
-    if (!strcmp(op, step_ops[k].name)) break;
-  if (k == sizeof step_ops / sizeof *step_ops)
-    return d9_diag_fail(diag, EINVAL, "%s: %s: unknown op '%s'", s->path, where, op);
-  const char *allowed[12] = {"op", "in", "out", "comment"};
-  char argbuf[64];
-  int na = 4;
-  snprintf(argbuf, sizeof argbuf, "%s", step_ops[k].args);
-  for (char *save = NULL, *t = strtok_r(argbuf, " ", &save); t && na < 12;
-       t = strtok_r(NULL, " ", &save))
-    allowed[na++] = t;
-  int rc = check_keys(j, allowed, na, s->path, where, diag);
-  if (rc) return rc;
-  st->kind = (d9_step_kind)k;
-  st->op = op;
-  st->where = where;
-  st->j = j;
+  const d9_op_def *def = d9_op_find(op);
+  if (!def) return d9_diag_fail(diag, EINVAL, "%s: %s: unknown op '%s'", s->path, where, op);
+  d9_step_args *args = d9_arena_alloc(s->arena, sizeof *args);
+  if (!args) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
+  int rc;
   if ((rc = name_list(s, cJSON_GetObjectItemCaseSensitive(j, "in"), where, "in", &st->nin,
-                      &st->in, diag)))
+                      &st->in, diag)) ||
+      (rc = name_list(s, cJSON_GetObjectItemCaseSensitive(j, "out"), where, "out", &st->nout,
+                      &st->out, diag)) ||
+      (rc = d9_op_decode(def, j, s->arena, s->path, where, args, diag)))
     return rc;
-  return name_list(s, cJSON_GetObjectItemCaseSensitive(j, "out"), where, "out", &st->nout,
-                   &st->out, diag);
+  st->kind = def->kind;
+  st->op = def->name;
+  st->where = where;
+  st->def = def;
+  st->args = args;
+  if (def->nin > 0 && st->nin && st->nin != def->nin)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"in\" names %d values, op '%s' takes %d", s->path,
+                        where, st->nin, op, def->nin);
+  if (def->nout > 0 && st->nout && st->nout != def->nout)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"out\" names %d values, op '%s' makes %d",
+                        s->path, where, st->nout, op, def->nout);
+  if (st->nout > D9_STEP_MAX_OUTPUTS)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"out\" names %d values, the limit is %d",
+                        s->path, where, st->nout, D9_STEP_MAX_OUTPUTS);
+  return 0;
 }
 
 static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *diag) {

@@ -15,35 +15,35 @@
 #include "arena.h"
 #include "diag.h"
 
-/* The step operations: X(kind suffix, "op name", "allowed argument keys").
- * docs/spec.md documents each; graph.c builds them; spec_reverse.c inverts
- * them. */
-#define D9_STEP_TABLE(X)                                  \
-  X(CAST, "cast", "to from")                              \
-  X(CONCAT, "concat", "dim sizes")                        \
-  X(STACK, "stack", "dim")                                \
-  X(UNSTACK, "unstack", "dim")                            \
-  X(CHUNK, "chunk", "chunks dim")                         \
-  X(SPLIT, "split", "sizes dim")                          \
-  X(QKV, "qkv", "heads groups head_dim")                  \
-  X(QKV_SPLIT, "qkv_split", "heads groups head_dim")      \
-  X(RESHAPE, "reshape", "shape from_shape")               \
-  X(SQUEEZE, "squeeze", "dim")                            \
-  X(UNSQUEEZE, "unsqueeze", "dim")                        \
-  X(TRANSPOSE, "transpose", "dim0 dim1")                  \
-  X(PERMUTE, "permute", "dims")                           \
-  X(SLICE, "slice", "dim start end")                      \
-  X(INTERLEAVE, "interleave", "group")                    \
-  X(DEINTERLEAVE, "deinterleave", "parts group")          \
-  X(DEQUANT, "dequant", "block")                          \
-  X(QUANT, "quant", "block")                              \
-  X(AFFINE, "affine", "mul add")                          \
-  X(PAD, "pad", "multiple rows from_rows")                \
-  X(TRUNCATE, "truncate", "rows from_rows")               \
-  X(ROPE, "rope", "heads to")
+/* The step operations: X(kind suffix, op name). Each has one entry,
+ * d9_op_<name>, in the op table (op_table.h), which holds its arguments,
+ * builder and inverse; docs/spec.md documents each. */
+#define D9_STEP_TABLE(X)      \
+  X(CAST, cast)               \
+  X(CONCAT, concat)           \
+  X(STACK, stack)             \
+  X(UNSTACK, unstack)         \
+  X(CHUNK, chunk)             \
+  X(SPLIT, split)             \
+  X(QKV, qkv)                 \
+  X(QKV_SPLIT, qkv_split)     \
+  X(RESHAPE, reshape)         \
+  X(SQUEEZE, squeeze)         \
+  X(UNSQUEEZE, unsqueeze)     \
+  X(TRANSPOSE, transpose)     \
+  X(PERMUTE, permute)         \
+  X(SLICE, slice)             \
+  X(INTERLEAVE, interleave)   \
+  X(DEINTERLEAVE, deinterleave) \
+  X(DEQUANT, dequant)         \
+  X(QUANT, quant)             \
+  X(AFFINE, affine)           \
+  X(PAD, pad)                 \
+  X(TRUNCATE, truncate)       \
+  X(ROPE, rope)
 
 typedef enum {
-#define D9_X(k, name, args) D9_STEP_##k,
+#define D9_X(k, name) D9_STEP_##k,
   D9_STEP_TABLE(D9_X)
 #undef D9_X
   D9_STEP_COUNT
@@ -52,11 +52,15 @@ typedef enum {
 /* The op name of a step kind. */
 const char *d9_step_name(d9_step_kind k);
 
+struct d9_op_def;
+struct d9_step_args;
+
 typedef struct d9_step {
   d9_step_kind kind;
-  const char *op;        /* as written */
+  const char *op;        /* the op name */
   const char *where;     /* "rules[3] (qkv).steps[0]" */
-  const cJSON *j;        /* the step object, for its arguments; owned by the spec */
+  const struct d9_op_def *def;        /* its op table entry (op_table.h) */
+  const struct d9_step_args *args;    /* decoded at parse; arena-owned */
   int nin, nout;         /* 0 = default (see spec.c) */
   const char **in, **out;/* value names */
 } d9_step;
@@ -135,7 +139,8 @@ typedef struct d9_spec {
   int lenient;           /* mount option: findings go to the report, not fail */
   int reversed;          /* made by d9_spec_reverse */
   int nlossy;
-  const char *lossy[64]; /* reversed specs: the steps whose inverse is lossy, one line each */
+  const char **lossy;    /* reversed specs: the steps whose inverse is lossy, one line
+                            each (arena-owned, room for one per step) */
   uint64_t max_shard_size; /* bytes of tensor data per output shard */
   int single_file;       /* one model.safetensors whatever the size */
   int ncopy;
@@ -147,8 +152,6 @@ typedef struct d9_spec {
   int nconfig_delete;
   const char **config_delete; /* "config": {"delete": [...]} */
 } d9_spec;
-
-#define D9_LOSSY_MAX 64
 
 /* The inverse spec of f (see spec_reverse.c). It borrows f's strings, so f
  * must outlive it. f's params must be resolved (step counts may be

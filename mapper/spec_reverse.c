@@ -3,11 +3,10 @@
  * its source layout.
  *
  * Each rule is inverted whole: its outputs become the inputs, its inputs
- * the outputs, and its steps run backwards, each replaced by its inverse
- * (cast to/from swapped, concat <-> split/chunk, stack <-> unstack, qkv <->
- * qkv_split, reshape with from_shape, squeeze <-> unsqueeze, transposes
- * and permutes inverted, interleave <-> deinterleave, dequant <-> quant,
- * affine x*a+b <-> x/a - b/a, pad <-> truncate, rope half <-> interleaved).
+ * the outputs, and its steps run backwards, each replaced by its inverse,
+ * which the op's table entry makes (d9_op_def.invert, op_table.h) as typed
+ * arguments: cast to/from swapped, concat <-> split/chunk, stack <->
+ * unstack, qkv <-> qkv_split, and so on.
  * A rule's "over" becomes "unstack" and the other way round; a tied alias
  * becomes "drop the alias when the flag is set". Steps without an inverse
  * (slice, a cast without "from", a reshape without "from_shape") make the
@@ -20,45 +19,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "op_table.h"
 #include "spec.h"
 
 typedef struct rev {
   d9_spec *s;      /* the reversed spec being built */
   const cJSON *config; /* for step counts given as expressions; may be NULL */
-  cJSON *store;    /* owns the synthesized step objects (in s->root) */
   d9_diag *diag;
 } rev;
 
 static int lossy(rev *r, const char *where, const char *why) {
-  if (r->s->nlossy >= D9_LOSSY_MAX) return 0;
   const char *m = d9_arena_printf(r->s->arena, "%s: %s", where, why);
   if (!m) return -ENOMEM;
-  r->s->lossy[r->s->nlossy++] = m;
-  return 0;
-}
-
-static const cJSON *arg(const d9_step *st, const char *k) {
-  return cJSON_GetObjectItemCaseSensitive(st->j, k);
-}
-
-static int copy_arg(cJSON *o, const d9_step *st, const char *from, const char *to) {
-  const cJSON *v = arg(st, from);
-  if (!v) return 0;
-  cJSON *d = cJSON_Duplicate(v, 1);
-  return d && cJSON_AddItemToObject(o, to, d) ? 0 : -ENOMEM;
-}
-
-/* Can `to` hold every value of `from` exactly? Only then is casting back
- * lossless. E5M2 is a truncated F16; E4M3 (max 448, smallest subnormal
- * 2^-9) fits F16 and BF16; F16 and BF16 do not fit each other (range,
- * precision). */
-static int widening(const char *from, const char *to) {
-  static const char *const ok[][2] = {
-      {"F8_E4M3", "F16"}, {"F8_E4M3", "BF16"}, {"F8_E4M3", "F32"}, {"F8_E5M2", "F16"},
-      {"F8_E5M2", "BF16"}, {"F8_E5M2", "F32"}, {"F16", "F32"}, {"BF16", "F32"}};
-  if (!strcmp(from, to)) return 1;
-  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-    if (!strcmp(ok[i][0], from) && !strcmp(ok[i][1], to)) return 1;
+  r->s->lossy[r->s->nlossy++] = m; /* room for one per step */
   return 0;
 }
 
@@ -66,175 +39,30 @@ static int widening(const char *from, const char *to) {
  * known from shapes. */
 static int nouts(const d9_spec *s, const cJSON *config, const d9_step *st) {
   if (st->nout) return st->nout;
-  switch (st->kind) {
-    case D9_STEP_QKV_SPLIT: return 3;
-    case D9_STEP_QUANT: return 2;
-    case D9_STEP_CHUNK:
-    case D9_STEP_DEINTERLEAVE: {
-      int64_t n;
-      const cJSON *v = arg(st, st->kind == D9_STEP_CHUNK ? "chunks" : "parts");
-      if (d9_spec_int(s, config, v, st->where, &n, NULL) || n < 1 || n > 32) return -1;
-      return (int)n;
-    }
-    case D9_STEP_SPLIT: {
-      const cJSON *v = arg(st, "sizes");
-      return cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
-    }
-    case D9_STEP_UNSTACK: return -1;
-    default: return 1;
-  }
+  if (st->def->nout) return st->def->nout;
+  return st->def->nouts(s, config, st);
 }
 
-/* The inverse step object of st (op and arguments), or NULL with diag set. */
-static cJSON *inverse_op(rev *r, const d9_step *st, int nin) {
-  cJSON *o = cJSON_CreateObject();
-  const char *op = NULL, *where = st->where;
-  int rc = 0;
-  if (!o) return NULL;
-  switch (st->kind) {
-    case D9_STEP_CAST: {
-      const cJSON *from = arg(st, "from"), *to = arg(st, "to");
-      if (!cJSON_IsString(from)) {
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: cast has no inverse without \"from\" (the source dtype)",
-                     r->s->path, where);
-        goto fail;
-      }
-      if (!cJSON_IsString(to)) { /* the forward build refuses it too, later */
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: cast needs \"to\" (a dtype name)", r->s->path,
-                     where);
-        goto fail;
-      }
-      op = "cast";
-      cJSON_AddStringToObject(o, "to", from->valuestring);
-      cJSON_AddStringToObject(o, "from", to->valuestring);
-      if (!widening(from->valuestring, to->valuestring))
-        rc = lossy(r, where, "the cast cannot hold every source value (rounded, or out of range)");
-      break;
-    }
-    case D9_STEP_CONCAT:
-      /* the parts' sizes are not in the concatenated tensor: the spec gives
-       * them (and the forward build checks them) */
-      if (!arg(st, "sizes")) {
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: concat has no inverse without \"sizes\" (the "
-                     "size of each part along dim)", r->s->path, where);
-        goto fail;
-      }
-      op = "split";
-      rc = copy_arg(o, st, "sizes", "sizes") || copy_arg(o, st, "dim", "dim");
-      break;
-    case D9_STEP_STACK: op = "unstack", rc = copy_arg(o, st, "dim", "dim"); break;
-    case D9_STEP_UNSTACK: op = "stack", rc = copy_arg(o, st, "dim", "dim"); break;
-    case D9_STEP_CHUNK:
-    case D9_STEP_SPLIT: op = "concat", rc = copy_arg(o, st, "dim", "dim"); break;
-    case D9_STEP_QKV:
-    case D9_STEP_QKV_SPLIT:
-      op = st->kind == D9_STEP_QKV ? "qkv_split" : "qkv";
-      rc = copy_arg(o, st, "heads", "heads") || copy_arg(o, st, "groups", "groups") ||
-           copy_arg(o, st, "head_dim", "head_dim");
-      break;
-    case D9_STEP_RESHAPE:
-      if (!arg(st, "from_shape")) {
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: reshape has no inverse without \"from_shape\"",
-                     r->s->path, where);
-        goto fail;
-      }
-      op = "reshape";
-      rc = copy_arg(o, st, "from_shape", "shape") || copy_arg(o, st, "shape", "from_shape");
-      break;
-    case D9_STEP_SQUEEZE: op = "unsqueeze", rc = copy_arg(o, st, "dim", "dim"); break;
-    case D9_STEP_UNSQUEEZE: op = "squeeze", rc = copy_arg(o, st, "dim", "dim"); break;
-    case D9_STEP_TRANSPOSE:
-      op = "transpose";
-      rc = copy_arg(o, st, "dim0", "dim0") || copy_arg(o, st, "dim1", "dim1");
-      break;
-    case D9_STEP_PERMUTE: {
-      const cJSON *d = arg(st, "dims"), *e;
-      int n = cJSON_GetArraySize(d), inv[16], k = 0;
-      if (!cJSON_IsArray(d) || n > 16) goto bad;
-      for (int i = 0; i < n; i++) inv[i] = -1;
-      cJSON_ArrayForEach(e, d) {
-        int v = e->valueint < 0 ? e->valueint + n : e->valueint;
-        if (v < 0 || v >= n) goto bad;
-        inv[v] = k++;
-      }
-      op = "permute";
-      cJSON *a = cJSON_AddArrayToObject(o, "dims");
-      for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(inv[i]));
-      break;
-    }
-    case D9_STEP_INTERLEAVE:
-      op = "deinterleave";
-      cJSON_AddNumberToObject(o, "parts", nin);
-      rc = copy_arg(o, st, "group", "group");
-      break;
-    case D9_STEP_DEINTERLEAVE: op = "interleave", rc = copy_arg(o, st, "group", "group"); break;
-    case D9_STEP_DEQUANT:
-      op = "quant", rc = copy_arg(o, st, "block", "block");
-      rc = rc ? rc : lossy(r, where, "dequantised weights are quantised back to FP8 (rounded)");
-      break;
-    case D9_STEP_QUANT:
-      op = "dequant", rc = copy_arg(o, st, "block", "block");
-      rc = rc ? rc : lossy(r, where, "quantisation error is not undone");
-      break;
-    case D9_STEP_AFFINE: {
-      const cJSON *m = arg(st, "mul"), *a = arg(st, "add");
-      double mul = cJSON_IsNumber(m) ? m->valuedouble : 1.0, add = cJSON_IsNumber(a) ? a->valuedouble : 0.0;
-      if (mul == 0) goto bad;
-      op = "affine";
-      cJSON_AddNumberToObject(o, "mul", 1.0 / mul);
-      cJSON_AddNumberToObject(o, "add", -add / mul);
-      rc = lossy(r, where, "x*a+b is rounded to the dtype each way");
-      break;
-    }
-    case D9_STEP_PAD:
-      if (!arg(st, "from_rows")) {
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: pad has no inverse without \"from_rows\"",
-                     r->s->path, where);
-        goto fail;
-      }
-      op = "truncate", rc = copy_arg(o, st, "from_rows", "rows") || copy_arg(o, st, "rows", "from_rows");
-      break;
-    case D9_STEP_TRUNCATE:
-      if (!arg(st, "from_rows")) {
-        d9_diag_fail(r->diag, EINVAL, "%s: %s: truncate has no inverse without \"from_rows\"",
-                     r->s->path, where);
-        goto fail;
-      }
-      op = "pad", rc = copy_arg(o, st, "from_rows", "rows") || copy_arg(o, st, "rows", "from_rows");
-      rc = rc ? rc : lossy(r, where, "truncated rows come back as zeros");
-      break;
-    case D9_STEP_ROPE: {
-      const cJSON *to = arg(st, "to");
-      op = "rope";
-      rc = copy_arg(o, st, "heads", "heads");
-      cJSON_AddStringToObject(o, "to", cJSON_IsString(to) && !strcmp(to->valuestring, "half")
-                                           ? "interleaved" : "half");
-      break;
-    }
-    case D9_STEP_SLICE:
-      d9_diag_fail(r->diag, EINVAL, "%s: %s: slice drops data and has no inverse", r->s->path, where);
-      goto fail;
-    default:
-      goto bad;
-  }
-  if (rc) goto oom;
-  cJSON_AddStringToObject(o, "op", op);
-  return o;
-bad:
-  d9_diag_fail(r->diag, EINVAL, "%s: %s: this step has no inverse", r->s->path, where);
-  goto fail;
-oom:
-  d9_diag_fail(r->diag, ENOMEM, "%s: out of memory", r->s->path);
-fail:
-  cJSON_Delete(o);
-  return NULL;
-}
-
-/* Names as a cJSON array of strings. */
-static cJSON *names_json(const char *const *v, int n) {
-  cJSON *a = cJSON_CreateArray();
-  for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
-  return a;
+/* The inverse of forward step st (which had nin inputs) into *rs: its op
+ * and typed arguments from the op table's invert. 0 or -errno with diag. */
+static int inverse_op(rev *r, const d9_step *st, int nin, d9_step *rs) {
+  d9_op_inv inv = {.arena = r->s->arena, .nin = nin, .kind = D9_STEP_COUNT};
+  inv.args.to = inv.args.from = D9_DTYPE_INVALID;
+  int rc = st->def->invert(st, &inv);
+  if (rc == -ENOMEM) return d9_diag_fail(r->diag, ENOMEM, "%s: out of memory", r->s->path);
+  if (rc || !d9_op_get(inv.kind))
+    return d9_diag_fail(r->diag, EINVAL, "%s: %s: %s", r->s->path, st->where,
+                        inv.refuse ? inv.refuse : "this step has no inverse");
+  d9_step_args *a = d9_arena_alloc(r->s->arena, sizeof *a);
+  if (!a) return d9_diag_fail(r->diag, ENOMEM, "%s: out of memory", r->s->path);
+  *a = inv.args;
+  rs->def = d9_op_get(inv.kind);
+  rs->kind = inv.kind;
+  rs->op = rs->def->name;
+  rs->args = a;
+  if (inv.lossy && (rc = lossy(r, st->where, inv.lossy)))
+    return d9_diag_fail(r->diag, ENOMEM, "%s: out of memory", r->s->path);
+  return 0;
 }
 
 /* Is capture `name` (len bytes) written {name*} in any of pats? */
@@ -272,12 +100,13 @@ static int reverse_rule(rev *r, const d9_spec *f, const d9_rule *fr, d9_rule *rr
   d9_arena *a = r->s->arena;
   char buf[64];
   /* name every value the forward rule passes along */
-  enum { MAXV = 64 };
-  const char **ins[MAXV], **outs[MAXV];
-  int nin[MAXV], nout[MAXV];
+  const char ***ins = d9_arena_calloc(a, (size_t)fr->nsteps + 1, sizeof *ins);
+  const char ***outs = d9_arena_calloc(a, (size_t)fr->nsteps + 1, sizeof *outs);
+  int *nin = d9_arena_calloc(a, (size_t)fr->nsteps + 1, sizeof *nin);
+  int *nout = d9_arena_calloc(a, (size_t)fr->nsteps + 1, sizeof *nout);
+  if (!ins || !outs || !nin || !nout) return -ENOMEM;
   const char **cur = fr->in_names;
   int ncur = fr->ninputs;
-  if (fr->nsteps > MAXV) return d9_diag_fail(r->diag, EINVAL, "%s: %s: too many steps", f->path, fr->where);
   for (int k = 0; k < fr->nsteps; k++) {
     const d9_step *st = &fr->steps[k];
     ins[k] = st->nin ? st->in : cur;
@@ -325,19 +154,10 @@ static int reverse_rule(rev *r, const d9_spec *f, const d9_rule *fr, d9_rule *rr
   if (!rr->steps) return -ENOMEM;
   for (int k = fr->nsteps - 1, i = 0; k >= 0; k--, i++) {
     const d9_step *st = &fr->steps[k];
-    cJSON *o = inverse_op(r, st, nin[k]);
-    if (!o) return -EINVAL;
-    cJSON_AddItemToObject(o, "in", names_json(outs[k], nout[k]));
-    cJSON_AddItemToObject(o, "out", names_json(ins[k], nin[k]));
-    cJSON_AddItemToArray(r->store, o);
     d9_step *rs = &rr->steps[i];
-    rs->kind = D9_STEP_COUNT;
-    const cJSON *opn = cJSON_GetObjectItemCaseSensitive(o, "op");
-    for (int kk = 0; kk < D9_STEP_COUNT; kk++)
-      if (!strcmp(d9_step_name((d9_step_kind)kk), opn->valuestring)) rs->kind = (d9_step_kind)kk;
-    rs->op = opn->valuestring;
+    int rc = inverse_op(r, st, nin[k], rs);
+    if (rc) return rc;
     rs->where = d9_arena_printf(a, "%s reversed", st->where);
-    rs->j = o;
     rs->nin = nout[k], rs->in = outs[k];
     rs->nout = nin[k], rs->out = ins[k];
     if (!rs->where) return -ENOMEM;
@@ -357,10 +177,12 @@ int d9_spec_reverse(const d9_spec *f, const cJSON *config, d9_spec **out, d9_dia
     free(s);
     return d9_diag_fail(diag, ENOMEM, "%s: out of memory", f->path);
   }
-  rev r = {s, config, NULL, diag};
-  int rc = -ENOMEM;
+  rev r = {s, config, diag};
+  int rc = -ENOMEM, nsteps = 0;
   s->root = cJSON_Duplicate(f->root, 1);
-  if (!s->root || !(r.store = cJSON_AddArrayToObject(s->root, "__inverse_steps"))) goto fail;
+  if (!s->root) goto fail;
+  for (int i = 0; i < f->nrules; i++) nsteps += f->rules[i].nsteps;
+  if (!(s->lossy = d9_arena_calloc(s->arena, (size_t)nsteps + 1, sizeof *s->lossy))) goto fail;
   s->path = d9_arena_printf(s->arena, "%s (reversed)", f->path);
   if (!s->path) goto fail;
   s->passthrough = f->passthrough;

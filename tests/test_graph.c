@@ -90,6 +90,20 @@ static const struct {
      " \"model.norm.weight\", \"if\": \"one\"}, \"output\": \"o\"}",
      ", \"params\": {\"one\": 1}, \"passthrough\": true", "rules[0] (out)",
      "'one' is set but 'lm_head.weight' (BF16 [256, 64]) differs from 'model.norm.weight' (BF16 [64])"},
+    {"qkv with two inputs",
+     "{\"name\": \"qkv\", \"inputs\": {\"q\": \"model.layers.{L}.self_attn.q_proj.weight\","
+     " \"k\": \"model.layers.{L}.self_attn.k_proj.weight\"}, \"steps\": [" QKV("2", "16") "],"
+     " \"output\": \"x.{L}\"}",
+     ", \"passthrough\": true", "rules[0] (qkv).steps[0]", "qkv takes three inputs (q, k, v), got 2"},
+    {"chunks from an expression out of range",
+     "{\"name\": \"c\", \"inputs\": \"model.norm.weight\","
+     " \"steps\": [{\"op\": \"chunk\", \"chunks\": \"hidden_size\"}], \"output\": \"o\"}",
+     ", \"passthrough\": true", "rules[0] (c).steps[0].chunks",
+     "'hidden_size' is 64, out of range, the limits are 1..32"},
+    {"unstack of more slices than a step makes",
+     "{\"name\": \"u\", \"inputs\": \"model.layers.{L}.mlp.gate_proj.weight\","
+     " \"steps\": [{\"op\": \"unstack\"}], \"output\": \"o.{L}\"}",
+     ", \"passthrough\": true", "rules[0] (u).steps[0]", "unstack of 128 slices, the limit is 1..64"},
     {"output capture unknown",
      "{\"name\": \"o\", \"inputs\": \"model.norm.weight\", \"output\": \"x.{L}\"}",
      ", \"passthrough\": true", "rules[0] (o)", "uses a capture the inputs do not have"},

@@ -19,6 +19,7 @@
 
 #include "mapper/expr.h"
 #include "mapper/json_strict.h"
+#include "mapper/op_table.h"
 #include "mapper/spec.h"
 
 
@@ -615,6 +616,289 @@ static void test_spec_parsed_values(void **state) {
   d9_spec_destroy(s);
 }
 
+/* ---- step arguments: decoded and checked at parse, no catalog ---- */
+
+/* Every op with bad arguments (wrong type, out of range, unknown key,
+ * missing key, bad expression syntax, wrong value counts): d9_spec_parse
+ * refuses each, naming spec.json, the step's location (and the key) and
+ * the reason. Steps are in rules[1] (r) at steps[1]. */
+static const struct {
+  const char *step; /* ' for " */
+  const char *msg;  /* after "spec.json: rules[1] (r).steps[1]" */
+} bad_args[] = {
+  {"{'op':'cast'}", ": missing \"to\""},
+  {"{'op':'cast','to':5}", ": \"to\" must be F32, F16, BF16, F8_E4M3 or F8_E5M2"},
+  {"{'op':'cast','to':'I32'}", ": \"to\" must be F32"},
+  {"{'op':'cast','to':'F32','from':'F64'}", ": \"from\" must be F32"},
+  {"{'op':'cast','to':'F32','dim':0}", ": unknown key 'dim'"},
+  {"{'op':'concat','dim':'a +'}", ".dim: expression 'a +': unexpected end at byte 3"},
+  {"{'op':'concat','dim':9}", ".dim: 9 is out of range, the limits are -9..8"},
+  {"{'op':'concat','sizes':5}", ".sizes: want a list of integers (at least 1)"},
+  {"{'op':'concat','sizes':[]}", ".sizes: 0 values, want at least 1"},
+  {"{'op':'concat','sizes':[1,-2]}", ".sizes[1]: -2 is out of range, the limits are 0..9007199254740992"},
+  {"{'op':'concat','chunks':2}", ": unknown key 'chunks'"},
+  {"{'op':'stack','dim':true}", ".dim: want an integer or an expression string"},
+  {"{'op':'stack','dim':-10}", ".dim: -10 is out of range"},
+  {"{'op':'stack','sizes':[1]}", ": unknown key 'sizes'"},
+  {"{'op':'unstack','dim':1.5}", ".dim: not an integer"},
+  {"{'op':'unstack','group':2}", ": unknown key 'group'"},
+  {"{'op':'chunk'}", ": missing \"chunks\""},
+  {"{'op':'chunk','chunks':0}", ".chunks: 0 is out of range, the limits are 1..32"},
+  {"{'op':'chunk','chunks':33}", ".chunks: 33 is out of range, the limits are 1..32"},
+  {"{'op':'chunk','chunks':'n)'}", ".chunks: expression 'n)': unexpected trailing text at byte 1"},
+  {"{'op':'split'}", ": missing \"sizes\""},
+  {"{'op':'split','sizes':[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}",
+   ".sizes: 33 values, want 1..32"},
+  {"{'op':'split','sizes':['a',{}]}", ".sizes[1]: want an integer or an expression string"},
+  {"{'op':'split','sizes':[1],'rows':1}", ": unknown key 'rows'"},
+  {"{'op':'qkv','groups':1,'head_dim':1}", ": missing \"heads\""},
+  {"{'op':'qkv','heads':0,'groups':1,'head_dim':1}", ".heads: 0 is out of range, the limits are 1..2147483647"},
+  {"{'op':'qkv','heads':1,'groups':1,'head_dim':[1]}", ".head_dim: want an integer"},
+  {"{'op':'qkv','heads':1,'groups':1,'head_dim':1,'in':['a','b']}", ": \"in\" names 2 values, op 'qkv' takes 3"},
+  {"{'op':'qkv_split','heads':2147483648,'groups':1,'head_dim':1}", ".heads: 2147483648 is out of range"},
+  {"{'op':'qkv_split','heads':1,'groups':1,'head_dim':1,'dim':0}", ": unknown key 'dim'"},
+  {"{'op':'qkv_split','heads':1,'groups':1,'head_dim':1,'out':['q','k']}", ": \"out\" names 2 values, op 'qkv_split' makes 3"},
+  {"{'op':'reshape'}", ": missing \"shape\""},
+  {"{'op':'reshape','shape':[1,1,1,1,1,1,1,1,1]}", ".shape: 9 values, want 0..8"},
+  {"{'op':'reshape','shape':[-2]}", ".shape[0]: -2 is out of range"},
+  {"{'op':'reshape','shape':[1],'from_shape':'x'}", ".from_shape: want a list of integers (0..8)"},
+  {"{'op':'squeeze'}", ": missing \"dim\""},
+  {"{'op':'squeeze','dim':[0]}", ".dim: want an integer"},
+  {"{'op':'unsqueeze','dim':'a b'}", ".dim: expression 'a b': unexpected trailing text at byte 2"},
+  {"{'op':'unsqueeze','dim':0,'dims':[0]}", ": unknown key 'dims'"},
+  {"{'op':'transpose','dim1':100}", ".dim1: 100 is out of range"},
+  {"{'op':'transpose','dim0':null}", ".dim0: want an integer"},
+  {"{'op':'permute'}", ": missing \"dims\""},
+  {"{'op':'permute','dims':['0']}", ".dims[0]: want an integer"},
+  {"{'op':'permute','dims':[0,0]}", ".dims[1]: dim 0 is listed twice"},
+  {"{'op':'permute','dims':[0,2]}", ".dims[1]: 2 is not a dim of 2"},
+  {"{'op':'permute','dims':[0,1,2,3,4,5,6,7,8]}", ".dims: 9 values, want 0..8"},
+  {"{'op':'slice','start':1e300}", ".start: not an integer"},
+  {"{'op':'slice','end':'x * '}", ".end: expression 'x * ': unexpected end"},
+  {"{'op':'slice','rows':1}", ": unknown key 'rows'"},
+  {"{'op':'interleave','group':0}", ".group: 0 is out of range, the limits are 1.."},
+  {"{'op':'interleave','group':'g-'}", ".group: expression 'g-': unexpected end"},
+  {"{'op':'interleave','parts':2}", ": unknown key 'parts'"},
+  {"{'op':'deinterleave'}", ": missing \"parts\""},
+  {"{'op':'deinterleave','parts':33}", ".parts: 33 is out of range, the limits are 1..32"},
+  {"{'op':'deinterleave','parts':2,'group':'(g'}", ".group: expression '(g': expected ')'"},
+  {"{'op':'dequant','block':[1,2,3]}", ".block: 3 values, want 2"},
+  {"{'op':'dequant','block':0}", ".block: 0 is out of range, the limits are 1..1048576"},
+  {"{'op':'dequant','block':[1,2097152]}", ".block[1]: 2097152 is out of range"},
+  {"{'op':'dequant','in':['w','s','x']}", ": \"in\" names 3 values, op 'dequant' takes 2"},
+  {"{'op':'quant','block':true}", ".block: want an integer"},
+  {"{'op':'quant','out':['a','b','c']}", ": \"out\" names 3 values, op 'quant' makes 2"},
+  {"{'op':'quant','to':'F8_E4M3'}", ": unknown key 'to'"},
+  {"{'op':'affine','mul':'x'}", ".mul: want a number"},
+  {"{'op':'affine','add':[]}", ".add: want a number"},
+  {"{'op':'affine','multiple':2}", ": unknown key 'multiple'"},
+  {"{'op':'pad'}", ": pad needs \"rows\" or \"multiple\""},
+  {"{'op':'pad','multiple':0}", ".multiple: 0 is out of range"},
+  {"{'op':'pad','rows':-1}", ".rows: -1 is out of range"},
+  {"{'op':'pad','rows':2,'from_rows':'a*'}", ".from_rows: expression 'a*': unexpected end"},
+  {"{'op':'truncate'}", ": missing \"rows\""},
+  {"{'op':'truncate','rows':-5}", ".rows: -5 is out of range"},
+  {"{'op':'truncate','rows':1,'multiple':2}", ": unknown key 'multiple'"},
+  {"{'op':'rope','heads':1}", ": missing \"to\""},
+  {"{'op':'rope','to':'half'}", ": missing \"heads\""},
+  {"{'op':'rope','heads':1,'to':'full'}", ": \"to\" must be \"half\" or \"interleaved\""},
+  {"{'op':'rope','heads':0,'to':'half'}", ".heads: 0 is out of range"},
+  {"{'op':'rope','heads':1,'to':'half','dim':0}", ": unknown key 'dim'"},
+};
+
+static void test_step_args_refused_at_parse(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof bad_args / sizeof *bad_args; i++) {
+    char text[1024], want[512];
+    snprintf(text, sizeof text, "{'d9dfs_spec':1,'rules':[{" RULE0 "},{'name':'r'," RULE0
+             ",'steps':[{'op':'cast','to':'F32'},%s]}]}", bad_args[i].step);
+    snprintf(want, sizeof want, "spec.json: rules[1] (r).steps[1]%s", bad_args[i].msg);
+    char *t = dq(text), *w = want;
+    d9_diag diag = {0};
+    d9_spec *s = NULL;
+    int rc = d9_spec_parse(t, strlen(t), "spec.json", &s, &diag);
+    if (rc != -EINVAL || !strstr(diag.msg, w) || strncmp(diag.msg, "spec.json: ", 11))
+      fail_msg("step %s: want -EINVAL '%s', got rc %d '%s'", bad_args[i].step, w, rc, diag.msg);
+    assert_null(s);
+    free(t);
+  }
+  /* every op of the table has cases above: adding an op adds its cases */
+  for (int k = 0; k < D9_STEP_COUNT; k++) {
+    char key[64];
+    int found = 0;
+    snprintf(key, sizeof key, "{'op':'%s'", d9_step_name((d9_step_kind)k));
+    for (size_t i = 0; i < sizeof bad_args / sizeof *bad_args && !found; i++)
+      found = !strncmp(bad_args[i].step, key, strlen(key)) &&
+              strchr(",}", bad_args[i].step[strlen(key)]);
+    if (!found) fail_msg("op '%s' has no bad-argument case", d9_step_name((d9_step_kind)k));
+  }
+}
+
+/* The typed arguments of valid steps: literals, expressions (kept as
+ * text), defaults (given = 0), lists, dtypes and words. */
+static void test_step_args_decoded(void **state) {
+  (void)state;
+  d9_spec *s = spec_from(
+      "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':["
+      "{'op':'split','sizes':[128,'hidden_size - 128'],'dim':1},"
+      "{'op':'transpose','dim0':-1},"
+      "{'op':'cast','to':'BF16','from':'F32'},"
+      "{'op':'rope','heads':'num_attention_heads','to':'interleaved'},"
+      "{'op':'dequant','block':64},"
+      "{'op':'affine','add':1.5},"
+      "{'op':'permute','dims':[1,-1,0]}]}]}");
+  const d9_rule *r = &s->rules[0];
+  assert_int_equal(r->nsteps, 7);
+  const d9_step_args *a = r->steps[0].args;
+  assert_ptr_equal(r->steps[0].def, d9_op_get(D9_STEP_SPLIT));
+  assert_string_equal(r->steps[0].op, "split");
+  assert_int_equal(a->sizes.n, 2);
+  assert_null(a->sizes.v[0].expr);
+  assert_int_equal(a->sizes.v[0].lit, 128);
+  assert_string_equal(a->sizes.v[1].expr, "hidden_size - 128");
+  assert_int_equal(a->dim.lit, 1);
+  assert_int_equal(a->dim.given, 1);
+  a = r->steps[1].args;
+  assert_int_equal(a->dim0.lit, -1);
+  assert_int_equal(a->dim1.lit, 1); /* the default */
+  assert_int_equal(a->dim1.given, 0);
+  a = r->steps[2].args;
+  assert_int_equal(a->to, D9_BF16);
+  assert_int_equal(a->from, D9_F32);
+  a = r->steps[3].args;
+  assert_string_equal(a->heads.expr, "num_attention_heads");
+  assert_int_equal(a->word, 1);
+  a = r->steps[4].args;
+  assert_int_equal(a->block.n, 1);
+  assert_int_equal(a->block.scalar, 1);
+  assert_int_equal(a->block.v[0].lit, 64);
+  a = r->steps[5].args;
+  assert_true(a->mul == 1.0 && a->add == 1.5);
+  a = r->steps[6].args;
+  assert_int_equal(a->dims.n, 3);
+  assert_int_equal(a->dims.v[1].lit, -1);
+  d9_spec_destroy(s);
+  assert_null(d9_op_find("Cast"));
+  for (int k = 0; k < D9_STEP_COUNT; k++) {
+    const d9_op_def *d = d9_op_get((d9_step_kind)k);
+    assert_non_null(d);
+    assert_int_equal(d->kind, k);
+    assert_ptr_equal(d9_op_find(d->name), d);
+    assert_non_null(d->build);
+    assert_non_null(d->invert);
+    assert_true(d->nout > 0 || d->nouts);
+  }
+}
+
+/* Each op's inverse from the table (d9_op_def.invert): the op it becomes,
+ * the arguments it carries, lossy exactly as the entry says, and the
+ * inverse of the inverse is the op again. Refusals name the reason. */
+static void test_step_inverses(void **state) {
+  (void)state;
+  static const struct {
+    const char *step;       /* ' for " */
+    int nin;                /* the forward step's inputs */
+    d9_step_kind inv;       /* D9_STEP_COUNT: refused */
+    int lossy;
+    const char *refuse;
+  } cases[] = {
+    {"{'op':'cast','to':'BF16','from':'F32'}", 1, D9_STEP_CAST, 1, NULL},
+    {"{'op':'cast','to':'F32','from':'BF16'}", 1, D9_STEP_CAST, 0, NULL},
+    {"{'op':'cast','to':'F16','from':'F8_E4M3'}", 1, D9_STEP_CAST, 0, NULL},
+    {"{'op':'cast','to':'F32'}", 1, D9_STEP_COUNT, 0, "without \"from\""},
+    {"{'op':'concat','sizes':[3,'h'],'dim':1}", 2, D9_STEP_SPLIT, 0, NULL},
+    {"{'op':'concat'}", 2, D9_STEP_COUNT, 0, "without \"sizes\""},
+    {"{'op':'split','sizes':[3,4]}", 1, D9_STEP_CONCAT, 0, NULL},
+    {"{'op':'chunk','chunks':2,'dim':-1}", 1, D9_STEP_CONCAT, 0, NULL},
+    {"{'op':'stack','dim':1}", 3, D9_STEP_UNSTACK, 0, NULL},
+    {"{'op':'unstack','dim':1}", 1, D9_STEP_STACK, 0, NULL},
+    {"{'op':'qkv','heads':4,'groups':2,'head_dim':'d'}", 3, D9_STEP_QKV_SPLIT, 0, NULL},
+    {"{'op':'qkv_split','heads':4,'groups':2,'head_dim':8}", 1, D9_STEP_QKV, 0, NULL},
+    {"{'op':'reshape','shape':[-1],'from_shape':[4,8]}", 1, D9_STEP_RESHAPE, 0, NULL},
+    {"{'op':'reshape','shape':[-1]}", 1, D9_STEP_COUNT, 0, "without \"from_shape\""},
+    {"{'op':'squeeze','dim':0}", 1, D9_STEP_UNSQUEEZE, 0, NULL},
+    {"{'op':'unsqueeze','dim':-1}", 1, D9_STEP_SQUEEZE, 0, NULL},
+    {"{'op':'transpose','dim0':1,'dim1':2}", 1, D9_STEP_TRANSPOSE, 0, NULL},
+    {"{'op':'permute','dims':[1,2,0]}", 1, D9_STEP_PERMUTE, 0, NULL},
+    {"{'op':'slice','end':4}", 1, D9_STEP_COUNT, 0, "slice drops data"},
+    {"{'op':'interleave','group':8}", 2, D9_STEP_DEINTERLEAVE, 0, NULL},
+    {"{'op':'interleave'}", 33, D9_STEP_COUNT, 0, "more than 32 inputs"},
+    {"{'op':'deinterleave','parts':2}", 1, D9_STEP_INTERLEAVE, 0, NULL},
+    {"{'op':'dequant','block':[128,64]}", 2, D9_STEP_QUANT, 1, NULL},
+    {"{'op':'quant'}", 1, D9_STEP_DEQUANT, 1, NULL},
+    {"{'op':'affine','mul':2,'add':1}", 1, D9_STEP_AFFINE, 1, NULL},
+    {"{'op':'affine','mul':0}", 1, D9_STEP_COUNT, 0, "no inverse"},
+    {"{'op':'pad','rows':8,'from_rows':6}", 1, D9_STEP_TRUNCATE, 0, NULL},
+    {"{'op':'pad','multiple':8}", 1, D9_STEP_COUNT, 0, "without \"from_rows\""},
+    {"{'op':'truncate','rows':6,'from_rows':8}", 1, D9_STEP_PAD, 1, NULL},
+    {"{'op':'rope','heads':4,'to':'half'}", 1, D9_STEP_ROPE, 0, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char text[512];
+    snprintf(text, sizeof text, "{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':[%s]}]}",
+             cases[i].step);
+    d9_spec *s = spec_from(text);
+    const d9_step *st = &s->rules[0].steps[0];
+    d9_arena *a = d9_arena_create();
+    d9_op_inv inv = {.arena = a, .nin = cases[i].nin, .kind = D9_STEP_COUNT};
+    int rc = st->def->invert(st, &inv);
+    if (cases[i].inv == D9_STEP_COUNT) {
+      if (rc != -EINVAL || !inv.refuse || !strstr(inv.refuse, cases[i].refuse))
+        fail_msg("%s: rc %d refuse '%s', want '%s'", cases[i].step, rc,
+                 inv.refuse ? inv.refuse : "", cases[i].refuse);
+    } else {
+      if (rc || inv.kind != cases[i].inv || !inv.lossy != !cases[i].lossy)
+        fail_msg("%s: rc %d kind %s lossy '%s'", cases[i].step, rc, d9_step_name(inv.kind),
+                 inv.lossy ? inv.lossy : "");
+      d9_op_lossy want = st->def->lossy;
+      if (want == D9_LOSSY_NEVER) assert_null(inv.lossy);
+      if (want == D9_LOSSY_ALWAYS) assert_non_null(inv.lossy);
+      /* the inverse of the inverse is the forward op again */
+      d9_step back = {.kind = inv.kind, .def = d9_op_get(inv.kind), .args = &inv.args,
+                      .where = "back"};
+      d9_op_inv inv2 = {.arena = a, .nin = 1, .kind = D9_STEP_COUNT};
+      int rc2 = back.def->invert(&back, &inv2);
+      /* split and chunk become a concat without "sizes", which has none */
+      int parts = st->kind == D9_STEP_CHUNK || st->kind == D9_STEP_SPLIT;
+      if (parts && rc2 != -EINVAL) fail_msg("%s: the concat it becomes has an inverse", cases[i].step);
+      if (!parts && (rc2 || inv2.kind != st->kind))
+        fail_msg("%s: inverse of the inverse: rc %d kind %s", cases[i].step, rc2,
+                 d9_step_name(inv2.kind));
+    }
+    d9_arena_destroy(a);
+    d9_spec_destroy(s);
+  }
+  /* arguments carried over */
+  d9_spec *s = spec_from("{'d9dfs_spec':1,'rules':[{" RULE0 ",'steps':["
+                         "{'op':'permute','dims':[1,2,0]},{'op':'affine','mul':4,'add':1},"
+                         "{'op':'pad','rows':'v + 8','from_rows':'v'},"
+                         "{'op':'cast','to':'BF16','from':'F32'},{'op':'rope','heads':4,'to':'half'}]}]}");
+  d9_arena *a = d9_arena_create();
+  const d9_step *st = s->rules[0].steps;
+  d9_op_inv inv = {.arena = a, .nin = 1};
+  assert_int_equal(st[0].def->invert(&st[0], &inv), 0);
+  assert_int_equal(inv.args.dims.n, 3);
+  assert_int_equal(inv.args.dims.v[0].lit, 2); /* out dim 0 is in dim 2: 0 <- 2 */
+  assert_int_equal(inv.args.dims.v[1].lit, 0);
+  assert_int_equal(inv.args.dims.v[2].lit, 1);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[1].def->invert(&st[1], &inv), 0);
+  assert_true(inv.args.mul == 0.25 && inv.args.add == -0.25);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[2].def->invert(&st[2], &inv), 0);
+  assert_string_equal(inv.args.rows.expr, "v");
+  assert_string_equal(inv.args.from_rows.expr, "v + 8");
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[3].def->invert(&st[3], &inv), 0);
+  assert_int_equal(inv.args.to, D9_F32);
+  assert_int_equal(inv.args.from, D9_BF16);
+  inv = (d9_op_inv){.arena = a, .nin = 1};
+  assert_int_equal(st[4].def->invert(&st[4], &inv), 0);
+  assert_int_equal(inv.args.word, 1); /* interleaved */
+  d9_arena_destroy(a);
+  d9_spec_destroy(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_params_resolve),
@@ -627,6 +911,9 @@ int main(void) {
       cmocka_unit_test(test_spec_parse_table),
       cmocka_unit_test(test_spec_negative_size_string),
       cmocka_unit_test(test_spec_parsed_values),
+      cmocka_unit_test(test_step_args_refused_at_parse),
+      cmocka_unit_test(test_step_args_decoded),
+      cmocka_unit_test(test_step_inverses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
