@@ -4,8 +4,8 @@
  * inputs. Evaluation works on flat element ranges in row-major order:
  * node->numel elements, and a read of elements [a, b) of a node pulls only
  * the matching ranges of its inputs (the evaluator, eval.h). This header
- * and node.c / node_ops.c only build nodes; nothing here evaluates. Layout operations are
- * expressed with four primitives:
+ * and node.c / node_ops.c only build nodes; nothing here evaluates. Layout
+ * operations are expressed with four primitives:
  *   SOURCE   a tensor of the source catalog
  *   RESHAPE  same elements, new shape (free: flat ranges are unchanged)
  *   CONCAT   along one dim (stack = concat of unsqueezed inputs; QKV

@@ -1,4 +1,5 @@
-/* test_ops.c - the non-layout operations (mapper/node_ops.c) against naive
+/* test_ops.c - the non-layout operations (built by mapper/node_ops.c,
+ * evaluated by mapper/eval_fill.c and eval_fp8.c) against naive
  * references written here from the formulas.
  *
  * Fixtures: seeded random tensors written to a model.safetensors in a
