@@ -39,9 +39,11 @@
 #include "mapper/json_strict.h"
 #include "mapper/plan.h"
 #include "mapper/spec.h"
+#include "steps_fixture.h"
 #include "testutil.h"
 
-#define SPEC_DIR D9DFS_SOURCE_DIR "/mounts"
+#include <cjson/cJSON.h>
+
 #define SEED UINT64_C(0xbacc0e2d5eed0001)
 enum { RANGES = 12, MEMBERS = 6 };
 enum { M_CAST, M_AFFINE, M_DEQUANT, M_AMAX, M_QUANT, M_TRANSPOSE };
@@ -176,26 +178,37 @@ static int computes(const d9_node *x) {
 
 typedef struct built {
   d9_catalog *cat;
+  d9_spec *fwd;  /* reverse builds: the forward spec (the reversed one borrows it) */
   d9_spec *spec;
   d9_graph *g;
   d9_plan *plan;
   unsigned char *scratch;
 } built;
 
-static void build(built *b, const char *src, const char *spec_path) {
+/* spec_path over the checkpoint src as a mount builds it, or (reverse)
+ * its inverse over src, a tree the spec made: the config patches undone
+ * first, as `mount --reverse` does. */
+static void build(built *b, const char *src, const char *spec_path, int reverse) {
   d9_diag diag = {0};
   char *text = NULL;
   size_t len;
   memset(b, 0, sizeof *b);
   int rc = d9_read_small_file(AT_FDCWD, spec_path, 1 << 20, &text, &len, &diag);
-  if (!rc) rc = d9_spec_parse(text, len, spec_path, &b->spec, &diag);
+  if (!rc) rc = d9_spec_parse(text, len, spec_path, reverse ? &b->fwd : &b->spec, &diag);
   if (!rc) rc = d9_catalog_open(src, &b->cat, &diag);
+  cJSON *orig = NULL;
+  if (!rc && reverse && b->cat->config && d9_spec_undo_config(b->cat->config, &orig) > 0) {
+    cJSON_Delete(b->cat->config);
+    b->cat->config = orig;
+  }
+  if (!rc && reverse && !(rc = d9_spec_resolve_params(b->fwd, b->cat->config, &diag)))
+    rc = d9_spec_reverse(b->fwd, b->cat->config, &b->spec, &diag);
   if (!rc) rc = d9_spec_resolve_params(b->spec, b->cat->config, &diag);
   if (!rc) rc = d9_graph_build(b->spec, b->cat, &b->g, &diag);
   if (!rc)
     rc = d9_plan_build(b->spec, b->cat, b->g->targets, b->g->ntargets, &b->plan, &diag);
   free(text);
-  if (rc) fail_msg("%s on %s: %s", spec_path, src, diag.msg);
+  if (rc) fail_msg("%s%s on %s: %s", spec_path, reverse ? " (reverse)" : "", src, diag.msg);
   assert_non_null(b->scratch = malloc(D9_SCRATCH_BYTES));
 }
 
@@ -204,6 +217,7 @@ static void unbuild(built *b) {
   d9_plan_destroy(b->plan);
   d9_graph_destroy(b->g);
   d9_spec_destroy(b->spec);
+  d9_spec_destroy(b->fwd);
   d9_catalog_close(b->cat);
 }
 
@@ -310,9 +324,9 @@ static void check_files(built *b, const char *what) {
   }
 }
 
-static int run_spec(const char *src, const char *spec, const char *what) {
+static int run_spec(const char *src, const char *spec, int reverse, const char *what) {
   built b;
-  build(&b, src, spec);
+  build(&b, src, spec, reverse);
   int ncomp = check_targets(&b, what);
   check_files(&b, what);
   print_message("%s: %d targets, %d compute\n", what, b.g->ntargets, ncomp);
@@ -328,6 +342,17 @@ static char *gen(const char *root, const char *name, d9_gen_params *p) {
   snprintf(path, 4200, "%s/%s", root, name);
   d9_diag diag = {0};
   if (d9_gen_write(path, p, &diag)) fail_msg("gen %s: %s", name, diag.msg);
+  return path;
+}
+
+/* The tree spec makes of src, written to root/name (`d9dfs convert`). */
+static char *forward(const char *root, const char *name, const char *src, const char *spec) {
+  d9_mount *m = must_mount(src, spec, 0, 0);
+  char *path = malloc(4200);
+  assert_non_null(path);
+  snprintf(path, 4200, "%s/%s", root, name);
+  convert_to(m, path);
+  d9_mount_close(m);
   return path;
 }
 
@@ -376,7 +401,18 @@ static void test_shipped_specs(void **state) {
     char dir[64];
     snprintf(dir, sizeof dir, "ckpt%zu", i);
     char *src = gen(root, dir, &p);
-    int ncomp = run_spec(src, gl.gl_pathv[i], name);
+    int ncomp = run_spec(src, gl.gl_pathv[i], 0, name);
+    /* and back: the spec's inverse over the tree it made (cast-f32-to-bf16
+     * has none: its cast names no `from`) */
+    if (strcmp(name, "cast-f32-to-bf16.json")) {
+      char what[300];
+      snprintf(what, sizeof what, "%s (reverse)", name);
+      snprintf(dir, sizeof dir, "fwd%zu", i);
+      char *fwd = forward(root, dir, src, gl.gl_pathv[i]);
+      int nback = run_spec(fwd, gl.gl_pathv[i], 1, what);
+      assert_true((nback > 0) == (ncomp > 0)); /* a computing step inverts to one */
+      free(fwd);
+    }
     /* the specs whose steps compute, and the kinds of compute they make */
     if (!strcmp(name, "deepseek-fp8-to-bf16.json") || !strcmp(name, "gemma-to-standard-norms.json") ||
         !strcmp(name, "cast-f32-to-bf16.json"))
@@ -390,6 +426,8 @@ static void test_shipped_specs(void **state) {
   assert_true(rec.total[M_CAST] > 0);    /* cast-f32-to-bf16, deepseek */
   assert_true(rec.total[M_DEQUANT] > 0); /* deepseek */
   assert_true(rec.total[M_AFFINE] > 0);  /* gemma */
+  assert_true(rec.total[M_QUANT] > 0);   /* deepseek, reversed */
+  assert_true(rec.total[M_AMAX] > 0);
   tu_rmrf(root);
   free(root);
 }
@@ -432,7 +470,7 @@ static void test_every_member(void **state) {
   tu_write(spec, text);
   free(text);
   memset(rec.total, 0, sizeof rec.total);
-  assert_true(run_spec(src, spec, "all-ops") > 0);
+  assert_true(run_spec(src, spec, 0, "all-ops") > 0);
   for (int m = 0; m < MEMBERS; m++) /* fp8_dequant: the shipped deepseek spec */
     if (!rec.total[m] && m != M_DEQUANT)
       fail_msg("the test spec never reached the backend's %s", MEMBER[m]);
@@ -440,7 +478,7 @@ static void test_every_member(void **state) {
   /* the saturating cast as read: |1000 x| >= 448 gives +-448, in range the
    * scalar conversion of the affine's F32 */
   built b;
-  build(&b, src, spec);
+  build(&b, src, spec, 0);
   const d9_target *e = NULL;
   for (int t = 0; t < b.g->ntargets; t++)
     if (!strcmp(b.g->targets[t].name, "model.embed_tokens.weight")) e = &b.g->targets[t];
