@@ -3,19 +3,28 @@
  * Kernels do no I/O, no allocation and no logging: they take pointers,
  * int64_t element counts and dtypes. Every backend must produce identical
  * bits for identical inputs. A backend reports failure by returning -errno
- * (never aborting); the caller then falls back to the CPU backend.
+ * (never aborting). -EINVAL and -EOVERFLOW are answers about the arguments,
+ * which the CPU backend gives too; any other error (-EIO, -ENOMEM,
+ * -ENOTSUP, -ENODEV) from a backend other than the CPU's means "this call
+ * could not run here": the caller then runs the same call on the CPU
+ * backend (the evaluator does that in one place, its dispatch).
  *
  * Float conversions round to nearest, ties to even. NaN stays NaN (sign
  * kept, payload truncated, quiet bit set when narrowing); Inf stays Inf
  * where the target has one. F8_E4M3 is the "fn" variant (no Inf, one NaN
- * encoding S.1111.111, max finite 448): narrowing to it saturates finite
- * values beyond the range to +-448 and maps +-Inf to NaN (as
- * torch's float8_e4m3fn cast does for Inf) - see cast.c for the exact rule.
- * F8_E5M2 is IEEE-like (Inf and NaN exist); overflow rounds to Inf.
+ * encoding S.1111.111, max finite 448): narrowing to it saturates, so every
+ * finite value beyond the range and +-Inf become +-448 (0x7e / 0xfe); NaN
+ * stays NaN (0x7f / 0xff). That is the saturating convention of FP8
+ * training recipes (clamp to +-448, then convert); torch's plain eager
+ * .to(torch.float8_e4m3fn) differs beyond 464 and for Inf, where it gives
+ * NaN - see cast.c for the exact rule. F8_E5M2 is IEEE-like (Inf and NaN
+ * exist); overflow rounds to Inf.
  */
 #ifndef D9_KERNELS_H
 #define D9_KERNELS_H
 
+#include <float.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dtype.h"
@@ -39,6 +48,9 @@ typedef struct d9_fp8_box {
 
 typedef struct d9_backend {
   const char *name;
+  /* Every member is required: the CPU backend and each CUDA backend
+   * provide them all, so a caller never computes behind the table. */
+
   /* Convert n elements from src (type st) to dst (type dt). Both castable
    * (d9_dtype_is_castable) or st == dt. src and dst must not overlap.
    * Returns 0, or -EINVAL for an unsupported pair. */
@@ -46,14 +58,6 @@ typedef struct d9_backend {
   /* dst[i] = cast_dt( f32(src[i]) * a + b ), computed in F32. */
   int (*affine)(void *dst, d9_dtype dt, const void *src, d9_dtype st,
                 int64_t n, float a, float b);
-
-  /* ---- optional members: NULL = not provided (the CPU backend leaves
-   * them NULL; the caller then uses the d9_cpu_fp8_* functions below row by
-   * row, or its own loop). A backend that has them may still answer an
-   * error other than -EINVAL / -EOVERFLOW (-EIO, -ENOMEM, -ENOTSUP) for a
-   * call it cannot run; the caller then computes that call on the CPU.
-   * -EINVAL / -EOVERFLOW are for arguments the CPU functions reject too. */
-
   /* FP8 block dequant of a box (see d9_fp8_box): for each row r,
    * d9_cpu_fp8_dequant(dst + r*n F32, w + r*n, wt, scale row of r, j0, n,
    * b1), same bits. dst may have any alignment. */
@@ -61,7 +65,7 @@ typedef struct d9_backend {
                      const float *scale, const d9_fp8_box *box);
   /* FP8 block amax of a box: d9_cpu_fp8_amax row by row into the amax
    * window, accumulating; same bits when every amax entry is >= 0 or NaN
-   * on entry (a negative entry gives -ENOTSUP). */
+   * on entry (a CUDA backend answers -ENOTSUP for a negative entry). */
   int (*fp8_amax)(float *amax, const float *x, const d9_fp8_box *box);
   /* FP8 block quant of a box: d9_cpu_fp8_quant row by row, same bits. */
   int (*fp8_quant)(uint8_t *dst, const float *x, const float *scale,
@@ -69,13 +73,15 @@ typedef struct d9_backend {
   /* Batched transpose of the last two dims: src [batch, rows, cols] ->
    * dst [batch, cols, rows], elements of es bytes, copied bit for bit:
    * dst[(b*cols + c)*rows + r] = src[(b*rows + r)*cols + c]. Any alignment;
-   * no overlap. -EINVAL for a negative count or a NULL pointer with
-   * elements to move; -ENOTSUP for an element size the backend lacks. */
+   * no overlap. -EINVAL for a negative count, es == 0 or a NULL pointer
+   * with elements to move; -EOVERFLOW when the bytes do not fit a size_t;
+   * -ENOTSUP for an element size the backend lacks (the CPU takes any). */
   int (*transpose)(void *dst, const void *src, size_t es, int64_t batch,
                    int64_t rows, int64_t cols);
 } d9_backend;
 
-/* The CPU backend; always present. Borrowed, static lifetime. */
+/* The CPU backend; always present, every member set. Borrowed, static
+ * lifetime. */
 const d9_backend *d9_backend_cpu(void);
 
 /* Scalar conversions, exported for tests and for other kernels. */
@@ -88,7 +94,9 @@ uint8_t d9_f32_to_e4m3(float f);
 float d9_e5m2_to_f32(uint8_t v);
 uint8_t d9_f32_to_e5m2(float f);
 
-/* ---- fp8.c: FP8 block (de)quantisation kernels (CPU; plain functions) ----
+/* ---- fp8.c: FP8 block (de)quantisation kernels (CPU; plain functions,
+ * the rows of the CPU backend's box members; the evaluator reaches them
+ * only through the backend) ----
  *
  * Each works on a segment of one row of a blocked matrix: n elements from
  * column j0 (>= 0), block width b (> 0) columns; scale / amax point at the
@@ -105,9 +113,19 @@ int d9_cpu_fp8_dequant(void *dst, const uint8_t *w, d9_dtype wt,
 int d9_cpu_fp8_amax(float *amax, const float *x, int64_t j0, int64_t n,
                     int64_t b);
 /* The block scale for a block amax: amax / 448 in F32; 1 when amax is 0,
- * not finite, or small enough (<= 7 * 2^-144) that the quotient is 0. */
+ * not finite, or small enough (<= 7 * 2^-144) that the quotient is 0. One
+ * division every backend's host side computes alike, so it is a function
+ * here rather than a backend member. */
+static inline float d9_fp8_scale(float amax) {
+  if (!(amax > 0.0f) || !(amax <= FLT_MAX))
+    return 1.0f;
+  float s = amax / 448.0f;
+  return s > 0.0f ? s : 1.0f;
+}
+/* d9_fp8_scale, as an exported function (tests). */
 float d9_cpu_fp8_scale(float amax);
-/* dst[k] = e4m3(x[k] / scale[.]) (one F32 division, saturating RNE). */
+/* dst[k] = e4m3(x[k] / scale[.]) (one F32 division, saturating RNE: an
+ * Inf quotient gives +-448, a NaN x 0x7f with x's sign). */
 int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
                      int64_t j0, int64_t n, int64_t b);
 

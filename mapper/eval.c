@@ -1,4 +1,8 @@
-#include "eval.h"
+/* eval.c - the evaluator's dispatch (d9_eval_fill), the layout fills
+ * (source, reshape, concat, slice), the scratch stack, and reads of planned
+ * files (d9_eval_read, d9_eval_pieces). Computing nodes go to eval_fill.c
+ * and eval_fp8.c; see eval_internal.h. */
+#include "eval_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -6,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-enum { CAST_CHUNK = 64 * 1024 }; /* elements converted per scratch round */
 
 /* Scratch is a stack in rc->scratch; past its end, push falls back to malloc
  * and pop frees. */
@@ -131,33 +133,12 @@ static int fill_slice(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t 
   return 0;
 }
 
-static int fill_cast(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
-                     unsigned char *out) {
-  const d9_node *in = x->in[0];
-  size_t ies = d9_dtype_size(in->dtype), oes = d9_dtype_size(x->dtype);
-  int64_t chunk = count < CAST_CHUNK ? count : CAST_CHUNK;
-  size_t tmpn = (size_t)chunk * ies;
-  void *tmp = d9_scratch_push(rc, tmpn);
-  if (!tmp) return -ENOMEM;
-  int r = 0;
-  while (count > 0 && !r) {
-    int64_t take = count < chunk ? count : chunk;
-    if (!(r = d9_eval_fill(rc, in, start, take, tmp)))
-      r = rc->be->cast(out, x->dtype, tmp, in->dtype, take);
-    out += (size_t)take * oes;
-    start += take;
-    count -= take;
-  }
-  d9_scratch_pop(rc, tmp, tmpn);
-  return r;
-}
-
 /* The ops that compute: their inputs are read now (rc->defer off), since
  * the bytes they read are not the bytes they reply. */
 static int fill_compute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
                         void *out) {
   switch (x->op) {
-    case D9_OP_CAST: return fill_cast(rc, x, start, count, out);
+    case D9_OP_CAST: return d9_fill_cast(rc, x, start, count, out);
     case D9_OP_PERMUTE: return d9_fill_permute(rc, x, start, count, out);
     case D9_OP_DEQUANT: return d9_fill_dequant(rc, x, start, count, out);
     case D9_OP_QUANT_W:

@@ -3,9 +3,12 @@
  *
  * d9_eval_fill() produces elements [start, start+count) of a node, in row-
  * major order and the node's dtype, straight into the caller's buffer.
- * Layout nodes recurse into the matching input ranges; casts convert in
- * bounded chunks through scratch memory. Memory per call is bounded by the
- * read plus a fixed scratch (D9_SCRATCH_BYTES), never by tensor size.
+ * Layout nodes recurse into the matching input ranges; computing nodes
+ * (cast, affine, permute tiles, FP8 dequant and quant) pull their inputs in
+ * bounded chunks through scratch memory and compute them on the read's
+ * backend (rc->be), never by calling a kernel directly. Memory per call is
+ * bounded by the read plus a fixed scratch (D9_SCRATCH_BYTES), never by
+ * tensor size. The files of the evaluator are listed in eval_internal.h.
  */
 #ifndef D9_EVAL_H
 #define D9_EVAL_H
@@ -20,7 +23,6 @@
 
 #define D9_SCRATCH_BYTES (2u << 20)
 
-/* Per-read context: scratch memory and what went wrong, for the log. */
 /* Fault injection for tests (mount option -o inject=...): every Nth source
  * read fails with EIO, every Nth scratch allocation with ENOMEM. 0 = off.
  * The counters are shared by all reads of a mount. */
@@ -41,9 +43,12 @@ typedef struct d9_ref {
   size_t at;       /* offset in the reply */
 } d9_ref;
 
+/* Per-read context: the backend, scratch memory and what went wrong, for
+ * the log. */
 typedef struct d9_read_ctx {
   const d9_catalog *cat;
-  const d9_backend *be;
+  const d9_backend *be;     /* every compute of the read runs here (borrowed;
+                               from d9_eval_backend); NULL = the CPU backend */
   unsigned char *scratch;   /* D9_SCRATCH_BYTES, borrowed */
   size_t scratch_top;       /* bytes in use (a stack) */
   uint64_t src_bytes;       /* bytes pread from the source by this read */
@@ -68,18 +73,12 @@ typedef struct d9_read_ctx {
 /* Fill elements [start, start+count) of x into out. 0 or -errno. */
 int d9_eval_fill(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
 
-/* Fill functions of the non-layout ops (node_ops.c), called by
- * d9_eval_fill. Same contract: elements [start, start+count) into out. */
-int d9_fill_permute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
-int d9_fill_dequant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
-int d9_fill_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
-int d9_fill_affine(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
-int d9_fill_pad(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
-
-/* Scratch memory for fill functions: a stack inside rc->scratch, falling
- * back to malloc when full. Pop in reverse order of push. NULL on ENOMEM. */
-void *d9_scratch_push(d9_read_ctx *rc, size_t n);
-void d9_scratch_pop(d9_read_ctx *rc, void *p, size_t n);
+/* The backend a mount's reads compute on, for -o device=DEV: the CPU
+ * backend for NULL, "auto" and "cpu"; "cuda[:N]" is refused for now
+ * (-ENOTSUP, or -ENODEV / -EINVAL naming what is missing or wrong). *out
+ * is borrowed (static lifetime), NULL on error. Returns 0 or -errno with
+ * diag set. */
+int d9_eval_backend(const char *device, const d9_backend **out, d9_diag *diag);
 
 /* Bytes [off, off+n) of vf into buf. Returns the count (short only at
  * EOF) or -errno. */

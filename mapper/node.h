@@ -3,8 +3,9 @@
  * Every node is a tensor (shape, dtype) defined by an operation on its
  * inputs. Evaluation works on flat element ranges in row-major order:
  * node->numel elements, and a read of elements [a, b) of a node pulls only
- * the matching ranges of its inputs (see eval.c). Layout operations are
- * expressed with four primitives:
+ * the matching ranges of its inputs (the evaluator, eval.h). This header
+ * and node.c / node_ops.c only build nodes; nothing here evaluates. Layout
+ * operations are expressed with four primitives:
  *   SOURCE   a tensor of the source catalog
  *   RESHAPE  same elements, new shape (free: flat ranges are unchanged)
  *   CONCAT   along one dim (stack = concat of unsqueezed inputs; QKV
@@ -28,7 +29,7 @@ typedef enum {
   D9_OP_CONCAT,
   D9_OP_SLICE,
   D9_OP_CAST,
-  D9_OP_PERMUTE,  /* out dim k = in dim perm[k]; evaluated in tiles (node_ops.c) */
+  D9_OP_PERMUTE,  /* out dim k = in dim perm[k]; evaluated in tiles (eval_fill.c) */
   D9_OP_DEQUANT,  /* in[0] F8 weight [M, N], in[1] scale [ceil(M/b0), ceil(N/b1)] -> F32 */
   D9_OP_QUANT_W,  /* in[0] float [M, N] -> F8_E4M3 weight, per-block absmax scaling */
   D9_OP_QUANT_S,  /* in[0] float [M, N] -> F32 scale_inv [ceil(M/b0), ceil(N/b1)] */
@@ -68,7 +69,7 @@ d9_node *d9_node_cast(d9_arena *a, d9_node *x, d9_dtype to, const char *where,
 /* Stack n same-shape inputs along a new dim. */
 d9_node *d9_node_stack(d9_arena *a, d9_node **in, int n, int dim, const char *where,
                        d9_diag *diag);
-/* GQA QKV interleave (DESIGN.md): q [nh*d, (H)], k, v [ng*d, (H)] ->
+/* GQA QKV interleave (docs/spec.md, qkv): q [nh*d, (H)], k, v [ng*d, (H)] ->
  * [(nh+2ng)*d, (H)]; 1-D biases likewise. */
 d9_node *d9_node_qkv(d9_arena *a, d9_node *q, d9_node *k, d9_node *v, int64_t nh,
                      int64_t ng, int64_t d, const char *where, d9_diag *diag);

@@ -1,7 +1,7 @@
 /* test_eval.c - lazy evaluation against naive references.
  *
  * Every conversion is compared byte for byte with a naive implementation of
- * the documented formula (DESIGN.md) computed from the source files; random
+ * the documented formula (docs/spec.md) computed from the source files; random
  * byte ranges of every virtual file are compared with the same slice of the
  * whole file; the bytes pulled from the source per read are bounded. */
 #include <stdarg.h>
@@ -122,7 +122,7 @@ static char *gen(const char *dir, const char *family, int64_t nh, int64_t ng, in
   return path;
 }
 
-/* Naive QKV (DESIGN.md): target row r: w=(g+2)d, grp=r/w, o=r%w. */
+/* Naive QKV (docs/spec.md, qkv): target row r: w=(g+2)d, grp=r/w, o=r%w. */
 static void naive_qkv(const unsigned char *q, const unsigned char *k, const unsigned char *v,
                       unsigned char *out, int64_t nh, int64_t ng, int64_t d, size_t rowbytes) {
   int64_t g = nh / ng, w = (g + 2) * d, rows = (nh + 2 * ng) * d;

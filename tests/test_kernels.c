@@ -144,8 +144,8 @@ static uint32_t ref_narrow(const fmt *f, float x) {
       return (xb >> 16) | 0x0040u;
     return sign | (f->fn ? 0x7fu : 0x7eu);
   }
-  if (isinf(x)) /* fn: NaN; else Inf: all-ones exponent, zero mantissa */
-    return f->fn ? (sign | 0x7fu) : (sign | (tb->n));
+  if (isinf(x)) /* fn: saturates to max; else Inf: all-ones exponent, zero mantissa */
+    return f->fn ? (sign | (tb->n - 1)) : (sign | (tb->n));
   double ax = fabs((double)x);
   if (!f->fn && ax >= tb->overflow)
     return sign | tb->n; /* the Inf code follows the largest finite */
@@ -382,8 +382,9 @@ static void test_narrow_specials(void **state) {
   assert_int_equal(d9_f32_to_e4m3(464.0f), 0x7e);
   assert_int_equal(d9_f32_to_e4m3(1e30f), 0x7e);
   assert_int_equal(d9_f32_to_e4m3(-1e30f), 0xfe);
-  assert_int_equal(d9_f32_to_e4m3(INFINITY), 0x7f);
-  assert_int_equal(d9_f32_to_e4m3(-INFINITY), 0xff);
+  assert_int_equal(d9_f32_to_e4m3(INFINITY), 0x7e); /* saturates, as finite overflow */
+  assert_int_equal(d9_f32_to_e4m3(-INFINITY), 0xfe);
+  assert_int_equal(d9_f32_to_e4m3(NAN), 0x7f);
   assert_int_equal(d9_f32_to_e4m3(-NAN), 0xff);
   assert_int_equal(d9_f32_to_e4m3(0x1p-10f), 0x00); /* tie to even 0 */
   assert_int_equal(d9_f32_to_e4m3(0x1.8p-9f), 0x02); /* tie to even 2 */
@@ -597,6 +598,192 @@ static void test_backend_affine(void **state) {
   assert_int_equal(tu_fbits(out[1]), 0x7fc00000);
 }
 
+/* ---- E4M3 saturation: +-Inf and every |x| > 448 give +-448 ---- */
+
+/* The E4M3 code of x by the format's definition, written for this test
+ * alone: NaN is 0x7f | sign; every |x| >= 448 (Inf included) is 448 =
+ * 0x7e | sign; else the nearest of the positive codes 0x00 .. 0x7e, decoded
+ * here with ldexp, ties to the even code. */
+static uint8_t naive_e4m3(float x) {
+  uint8_t sign = signbit(x) ? 0x80 : 0;
+  if (isnan(x)) return sign | 0x7f;
+  double ax = fabs((double)x);
+  if (ax >= 448.0) return sign | 0x7e;
+  uint8_t best = 0;
+  double best_d = INFINITY;
+  for (int c = 0; c <= 0x7e; c++) {
+    int e = c >> 3, m = c & 7;
+    double v = e ? ldexp(8 + m, e - 10) : ldexp(m, -9);
+    double d = fabs(ax - v);
+    if (d < best_d || (d == best_d && (c & 1) == 0)) best = (uint8_t)c, best_d = d;
+  }
+  return sign | best;
+}
+
+/* Every F32 of magnitude in [384, 1024) (the codes 0x7c .. 0x7e = 384,
+ * 416, 448, the ties 400 and 432, 449 .. 464 rounding to 448 as before, and
+ * the saturation above 464),
+ * +-Inf, and every NaN pattern, against naive_e4m3, through the scalar
+ * conversion and through the backend's array cast (F32, and the Inf / NaN
+ * of F16, BF16 and E5M2, which convert through F32). */
+static void test_e4m3_saturation(void **state) {
+  (void)state;
+  int bad = 0;
+  for (uint32_t w = tu_fbits(384.0f); w < tu_fbits(1024.0f); w++)
+    for (uint32_t s = 0; s < 2; s++) {
+      float x = tu_ffrom(w | s << 31);
+      if (d9_f32_to_e4m3(x) != naive_e4m3(x) && bad++ < MAX_REPORT)
+        print_error("e4m3(%a) = 0x%02x, want 0x%02x\n", (double)x, d9_f32_to_e4m3(x),
+                    naive_e4m3(x));
+    }
+  for (uint32_t m = 0; m < (1u << 23); m++) /* Inf (m = 0) and every NaN */
+    for (uint32_t s = 0; s < 2; s++) {
+      float x = tu_ffrom(s << 31 | 0x7f800000u | m);
+      if (d9_f32_to_e4m3(x) != naive_e4m3(x) && bad++ < MAX_REPORT)
+        print_error("e4m3(0x%08x) = 0x%02x, want 0x%02x\n", tu_fbits(x), d9_f32_to_e4m3(x),
+                    naive_e4m3(x));
+    }
+  assert_int_equal(bad, 0);
+  assert_int_equal(naive_e4m3(INFINITY), 0x7e);
+  assert_int_equal(naive_e4m3(-INFINITY), 0xfe);
+  assert_int_equal(naive_e4m3(449.0f), 0x7e);
+  assert_int_equal(naive_e4m3(432.0f), 0x7e); /* tie 416 / 448: even 0x7e */
+  assert_int_equal(naive_e4m3(400.0f), 0x7c); /* tie 384 / 416: even 0x7c */
+  assert_int_equal(naive_e4m3(nextafterf(432.0f, 0)), 0x7d);
+
+  const d9_backend *be = d9_backend_cpu();
+  float f32[200];
+  uint8_t got[200];
+  for (int i = 0; i < 200; i++) /* the array loop: whole blocks and a tail */
+    f32[i] = i % 4 == 0 ? INFINITY : i % 4 == 1 ? -INFINITY : i % 4 == 2 ? NAN : 440.0f + (float)i;
+  assert_int_equal(be->cast(got, D9_F8_E4M3, f32, D9_F32, 200), 0);
+  for (int i = 0; i < 200; i++) assert_int_equal(got[i], naive_e4m3(f32[i]));
+  static const struct { d9_dtype t; uint16_t pinf, ninf, nan; } wide[] = {
+      {D9_F16, 0x7c00, 0xfc00, 0x7e00}, {D9_BF16, 0x7f80, 0xff80, 0x7fc0}};
+  for (int k = 0; k < 2; k++) {
+    uint16_t in[3] = {wide[k].pinf, wide[k].ninf, wide[k].nan};
+    assert_int_equal(be->cast(got, D9_F8_E4M3, in, wide[k].t, 3), 0);
+    assert_int_equal(got[0], 0x7e);
+    assert_int_equal(got[1], 0xfe);
+    assert_int_equal(got[2], 0x7f);
+  }
+  uint8_t e5[3] = {0x7c, 0xfc, 0x7e}; /* E5M2 +Inf, -Inf, NaN */
+  assert_int_equal(be->cast(got, D9_F8_E4M3, e5, D9_F8_E5M2, 3), 0);
+  assert_int_equal(got[0], 0x7e);
+  assert_int_equal(got[1], 0xfe);
+  assert_int_equal(got[2], 0x7f);
+}
+
+/* ---- the backend's box members and transpose, against formulas ---- */
+
+/* A box over a [M, N] matrix in blocks b0 x b1: rows [i0, i0 + rows),
+ * columns [j0, j0 + n); window entry of element (r, k). */
+static int64_t win_at(const d9_fp8_box *b, int64_t r, int64_t k) {
+  return ((b->i0 + r) / b->b0 - b->i0 / b->b0) * b->lds + (b->j0 + k) / b->b1 - b->j0 / b->b1;
+}
+
+/* dequant, amax and quant of random boxes (block sizes that cut rows and
+ * columns, a window wider than needed) element by element: dequant f32(w)
+ * * s (NaN 0x7fc00000), amax the max |x| over the block's elements in the
+ * box (NaN ignored) folded into the entry, quant e4m3(x / s) (a NaN x
+ * keeps its sign); and the argument errors kernels.h lists. */
+static void test_backend_fp8_boxes(void **state) {
+  (void)state;
+  const d9_backend *be = d9_backend_cpu();
+  uint64_t rng = SEED ^ 7;
+  int bad = 0;
+  for (int it = 0; it < 40; it++) {
+    d9_fp8_box b = {.i0 = (int64_t)(splitmix64(&rng) % 300), .rows = 1 + (int64_t)(splitmix64(&rng) % 9),
+                    .b0 = 1 + (int64_t)(splitmix64(&rng) % 5), .j0 = (int64_t)(splitmix64(&rng) % 300),
+                    .n = 1 + (int64_t)(splitmix64(&rng) % 200), .b1 = 1 + (int64_t)(splitmix64(&rng) % 70)};
+    int64_t nrb = (b.i0 + b.rows - 1) / b.b0 - b.i0 / b.b0 + 1;
+    int64_t ncb = (b.j0 + b.n - 1) / b.b1 - b.j0 / b.b1 + 1;
+    b.lds = ncb + (int64_t)(splitmix64(&rng) % 3);
+    int64_t ne = b.rows * b.n, nw = nrb * b.lds;
+    uint8_t *w = malloc((size_t)ne), *q = malloc((size_t)ne);
+    float *x = malloc((size_t)ne * 4), *sc = malloc((size_t)nw * 4), *am = malloc((size_t)nw * 4);
+    unsigned char *deq = malloc((size_t)ne * 4 + 1);
+    assert_true(w && q && x && sc && am && deq);
+    for (int64_t e = 0; e < ne; e++) {
+      w[e] = (uint8_t)splitmix64(&rng);
+      uint32_t u = (uint32_t)splitmix64(&rng);
+      x[e] = e % 5 ? tu_ffrom(u) : (float)(int32_t)u * 0x1p-24f;
+    }
+    for (int64_t k = 0; k < nw; k++) {
+      sc[k] = d9_cpu_fp8_scale((float)(splitmix64(&rng) % 100000) * 0.37f);
+      am[k] = (float)(k % 3); /* accumulates onto these */
+    }
+    d9_dtype wt = it % 2 ? D9_F8_E5M2 : D9_F8_E4M3;
+    assert_int_equal(be->fp8_dequant(deq + 1, w, wt, sc, &b), 0);
+    assert_int_equal(be->fp8_quant(q, x, sc, &b), 0);
+    float *am0 = malloc((size_t)nw * 4);
+    assert_non_null(am0);
+    memcpy(am0, am, (size_t)nw * 4);
+    assert_int_equal(be->fp8_amax(am, x, &b), 0);
+    for (int64_t r = 0; r < b.rows; r++)
+      for (int64_t k = 0; k < b.n; k++) {
+        int64_t e = r * b.n + k, at = win_at(&b, r, k);
+        volatile float v = wt == D9_F8_E5M2 ? d9_e5m2_to_f32(w[e]) : d9_e4m3_to_f32(w[e]);
+        volatile float y = v * sc[at];
+        uint32_t want = isnan(y) ? 0x7fc00000u : tu_fbits(y), got;
+        memcpy(&got, deq + 1 + 4 * e, 4);
+        volatile float quo = x[e] / sc[at];
+        uint8_t wq = isnan(x[e]) ? (uint8_t)(0x7f | (tu_fbits(x[e]) >> 24 & 0x80)) : d9_f32_to_e4m3(quo);
+        if ((got != want || q[e] != wq) && bad++ < MAX_REPORT)
+          print_error("box %d (%lld, %lld): dequant 0x%08x want 0x%08x, quant 0x%02x want 0x%02x\n",
+                      it, (long long)r, (long long)k, got, want, q[e], wq);
+        if (!isnan(x[e]) && fabsf(x[e]) > am0[at]) am0[at] = fabsf(x[e]);
+      }
+    if (memcmp(am0, am, (size_t)nw * 4) && bad++ < MAX_REPORT) print_error("box %d: amax differs\n", it);
+    free(w), free(q), free(x), free(sc), free(am), free(am0), free(deq);
+  }
+  assert_int_equal(bad, 0);
+  float f[4] = {1, 2, 3, 4};
+  uint8_t u8[4] = {0};
+  d9_fp8_box ok = {.rows = 2, .b0 = 1, .n = 2, .b1 = 2, .lds = 1};
+  d9_fp8_box neg = ok, narrow = ok, noblk = ok, empty = ok;
+  neg.j0 = -1, narrow.j0 = 1, noblk.b0 = 0, empty.rows = 0;
+  assert_int_equal(be->fp8_dequant(f, u8, D9_F8_E4M3, f, &neg), -EINVAL);
+  assert_int_equal(be->fp8_dequant(f, u8, D9_F32, f, &ok), -EINVAL);
+  assert_int_equal(be->fp8_amax(f, f, &narrow), -EINVAL); /* lds 1 < 2 blocks touched */
+  assert_int_equal(be->fp8_quant(u8, f, f, &noblk), -EINVAL);
+  assert_int_equal(be->fp8_quant(NULL, f, f, &ok), -EINVAL);
+  assert_int_equal(be->fp8_quant(NULL, NULL, NULL, &empty), 0);
+}
+
+/* transpose of [batch, rows, cols] against dst[(b*cols + c)*rows + r] =
+ * src[(b*rows + r)*cols + c], element sizes 1, 2, 3, 4, 8, 16, unaligned. */
+static void test_backend_transpose(void **state) {
+  (void)state;
+  const d9_backend *be = d9_backend_cpu();
+  static const size_t sizes[] = {1, 2, 3, 4, 8, 16};
+  static const int64_t dims[][3] = {{1, 1, 1}, {1, 7, 5}, {3, 4, 9}, {2, 33, 65}, {1, 1, 40}, {4, 40, 1}};
+  uint64_t rng = SEED ^ 8;
+  for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+      size_t es = sizes[si];
+      int64_t B = dims[di][0], R = dims[di][1], C = dims[di][2];
+      size_t nb = (size_t)(B * R * C) * es;
+      unsigned char *src = malloc(nb + 1), *got = malloc(nb + 1), *want = malloc(nb);
+      assert_true(src && got && want);
+      for (size_t i = 0; i < nb; i++) src[i + 1] = (unsigned char)splitmix64(&rng);
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t r = 0; r < R; r++)
+          for (int64_t c = 0; c < C; c++)
+            memcpy(want + (size_t)((b * C + c) * R + r) * es, src + 1 + (size_t)((b * R + r) * C + c) * es, es);
+      assert_int_equal(be->transpose(got + 1, src + 1, es, B, R, C), 0);
+      if (memcmp(got + 1, want, nb))
+        fail_msg("transpose es=%zu [%lld, %lld, %lld] differs", es, (long long)B, (long long)R, (long long)C);
+      free(src), free(got), free(want);
+    }
+  char c[4];
+  assert_int_equal(be->transpose(c, c, 1, -1, 1, 1), -EINVAL);
+  assert_int_equal(be->transpose(NULL, c, 1, 1, 2, 2), -EINVAL);
+  assert_int_equal(be->transpose(c, c, 0, 1, 2, 2), -EINVAL);
+  assert_int_equal(be->transpose(NULL, NULL, 4, 0, 2, 2), 0);
+  assert_int_equal(be->transpose(c, c, 8, 1, INT64_MAX / 2, 4), -EOVERFLOW);
+}
+
 static int setup(void **state) {
   (void)state;
   build_tables();
@@ -721,6 +908,9 @@ int main(void) {
       cmocka_unit_test(test_backend_affine),
       cmocka_unit_test(test_fp8_dequant),
       cmocka_unit_test(test_fp8_quant),
+      cmocka_unit_test(test_e4m3_saturation),
+      cmocka_unit_test(test_backend_fp8_boxes),
+      cmocka_unit_test(test_backend_transpose),
   };
   return cmocka_run_group_tests(tests, setup, NULL);
 }

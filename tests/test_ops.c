@@ -1,4 +1,5 @@
-/* test_ops.c - the non-layout operations (mapper/node_ops.c) against naive
+/* test_ops.c - the non-layout operations (built by mapper/node_ops.c,
+ * evaluated by mapper/eval_fill.c and eval_fp8.c) against naive
  * references written here from the formulas.
  *
  * Fixtures: seeded random tensors written to a model.safetensors in a
@@ -470,7 +471,9 @@ static void naive_quant(uint8_t *q, float *sc, const void *x, d9_dtype t, int64_
       for (int64_t i = B * b0; i < M && i < B * b0 + b0; i++)
         for (int64_t j = K * b1; j < N && j < K * b1 + b1; j++) {
           float v = to_f32(x, t, i * N + j), y = v / s;
-          q[i * N + j] = isnan(v) ? (uint8_t)(0x7f | (signbit(v) ? 0x80 : 0)) : d9_f32_to_e4m3(y);
+          uint8_t sign = signbit(v) ? 0x80 : 0; /* NaN keeps it; Inf saturates to 448 */
+          q[i * N + j] = isnan(v) ? (uint8_t)(0x7f | sign)
+                         : isinf(v) ? (uint8_t)(0x7e | sign) : d9_f32_to_e4m3(y);
         }
     }
 }

@@ -1,4 +1,6 @@
-/* backend.c - the CPU backend: cast (cast.c) and affine.
+/* backend.c - the CPU backend: its table (every member of d9_backend:
+ * cast in cast.c, the FP8 boxes in fp8.c, transpose in transpose.c) and
+ * affine.
  *
  * affine computes dst[i] = cast_dt(t) with t = f32(src[i]) * a, then
  * t = t + b, each rounded to F32 (two roundings; never a fused multiply-add).
@@ -80,6 +82,10 @@ static const d9_backend cpu_backend = {
     .name = "cpu",
     .cast = d9_cpu_cast,
     .affine = cpu_affine,
+    .fp8_dequant = d9_cpu_fp8_dequant_box,
+    .fp8_amax = d9_cpu_fp8_amax_box,
+    .fp8_quant = d9_cpu_fp8_quant_box,
+    .transpose = d9_cpu_transpose,
 };
 
 const d9_backend *d9_backend_cpu(void) { return &cpu_backend; }

@@ -17,18 +17,19 @@
  *    its sign. Equivalently |x| >= max + ulp(max)/2 gives Inf: the midpoint
  *    itself is a tie that goes to the even code, which is Inf (F16 threshold
  *    65520, E5M2 61440, BF16 0x1.ffp127).
- *  - Overflow, F8_E4M3 (the "fn" variant, no Inf): every finite |x| > 448
- *    saturates to +-448 (0x7e / 0xfe). torch's own float8_e4m3fn cast
- *    does not saturate: there a finite |x| > 464 (one that rounds past 448)
- *    becomes NaN; only Inf -> NaN is shared.
+ *  - Overflow, F8_E4M3 (the "fn" variant, no Inf): every |x| > 448, +-Inf
+ *    included, saturates to +-448 (0x7e / 0xfe): the saturating convention
+ *    of FP8 training recipes (clamp to +-448, then convert). torch's plain
+ *    eager float8_e4m3fn cast does not saturate: there a finite |x| > 464
+ *    (one that rounds past 448) and +-Inf become NaN.
  *  - Inf: F16 0x7c00, BF16 0x7f80, E5M2 0x7c, each with the sign; F8_E4M3
- *    has no Inf, so +-Inf becomes NaN 0x7f | sign.
+ *    has no Inf, so +-Inf saturates to +-448 (above).
  *  - NaN keeps its sign and becomes quiet: F16 0x7e00 | sign, BF16
  *    (bits >> 16) | 0x0040 (sign and top payload bits kept), E5M2 0x7e |
  *    sign, E4M3 0x7f | sign.
  *
  * A pair of non-F32 types converts through F32: exact widening, then one
- * rounding (so E5M2 Inf -> E4M3 gives NaN, F16 -> E4M3 saturates).
+ * rounding (so E5M2 Inf -> E4M3 gives 448, F16 -> E4M3 saturates).
  *
  * Results come from integer operations and float operations that are exact
  * (power-of-two scaling, truncating conversion, subtracting the integer
@@ -154,8 +155,8 @@ static D9_INLINE uint8_t narrow_e4m3(uint32_t w) {
   uint32_t sign = (w >> 24) & 0x80u;
   uint32_t a = w & 0x7fffffffu;
   uint32_t m = round_mag(a, 3, 7);
-  m = pick(mask_if((int32_t)m > 0x7e), 0x7eu, m);         /* saturate */
-  m = pick(mask_if((int32_t)a >= 0x7f800000), 0x7fu, m);  /* Inf, NaN */
+  m = pick(mask_if((int32_t)m > 0x7e), 0x7eu, m);        /* saturate, Inf too */
+  m = pick(mask_if((int32_t)a > 0x7f800000), 0x7fu, m);  /* NaN */
   return (uint8_t)(sign | m);
 }
 

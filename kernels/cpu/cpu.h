@@ -35,4 +35,17 @@
 /* cast.c: convert n elements (see kernels.h for the rules). 0 or -EINVAL. */
 int d9_cpu_cast(void *dst, d9_dtype dt, const void *src, d9_dtype st, int64_t n);
 
+/* fp8.c: the backend's box members (kernels.h d9_backend.fp8_*), the
+ * d9_cpu_fp8_* row functions applied row by row. */
+int d9_cpu_fp8_dequant_box(void *dst, const uint8_t *w, d9_dtype wt, const float *scale,
+                           const d9_fp8_box *box);
+int d9_cpu_fp8_amax_box(float *amax, const float *x, const d9_fp8_box *box);
+int d9_cpu_fp8_quant_box(uint8_t *dst, const float *x, const float *scale,
+                         const d9_fp8_box *box);
+
+/* transpose.c: the backend's transpose member (kernels.h); any element
+ * size. */
+int d9_cpu_transpose(void *dst, const void *src, size_t es, int64_t batch, int64_t rows,
+                     int64_t cols);
+
 #endif

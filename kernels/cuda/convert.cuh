@@ -165,8 +165,8 @@ D9C_HD uint32_t d9c_narrow_e4m3(uint32_t w) {
   uint32_t sign = (w >> 24) & 0x80u;
   uint32_t a = w & 0x7fffffffu;
   uint32_t m = d9c_round_mag(a, 3, 7);
-  m = d9c_pick(d9c_mask_if((int32_t)m > 0x7e), 0x7eu, m);        /* saturate */
-  m = d9c_pick(d9c_mask_if((int32_t)a >= 0x7f800000), 0x7fu, m); /* Inf, NaN */
+  m = d9c_pick(d9c_mask_if((int32_t)m > 0x7e), 0x7eu, m);       /* saturate, Inf too */
+  m = d9c_pick(d9c_mask_if((int32_t)a > 0x7f800000), 0x7fu, m); /* NaN */
   return sign | m;
 }
 
