@@ -302,6 +302,7 @@ int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
   qsort_r(c->by_name, (size_t)c->ntensors, sizeof(int), cmp_by_name, c->tensors);
   if ((rc = cross_check(c, index, diag))) goto fail;
   if (!fstatat(c->dirfd, "config.json", &st, 0)) {
+    c->config_st = st;
     rc = check_inside(c, "config.json", diag);
     if (!rc)
       rc = d9_read_small_file(c->dirfd, "config.json", CONFIG_MAX, &c->config_text,
@@ -334,6 +335,14 @@ void d9_catalog_close(d9_catalog *c) {
   free(c->config_text);
   d9_arena_destroy(c->arena);
   free(c);
+}
+
+void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text) {
+  cJSON_Delete(c->config);
+  free(c->config_text);
+  c->config = config;
+  c->config_text = text;
+  c->config_len = text ? strlen(text) : 0;
 }
 
 int d9_catalog_check(const d9_catalog *c, int s) {
