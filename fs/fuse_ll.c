@@ -37,7 +37,7 @@
  * st_blksize is raised to 4 MiB so that cat and cp read in 4 MiB calls,
  * which the kernel sends as max_read requests: one after another for a
  * plain read(), together for AIO readers (async direct I/O is on), and
- * computing reads are split across threads (mapper/mount.c). Re-reads are not
+ * computing reads are split across threads (mapper/readpool.c). Re-reads are not
  * cached and come back to us. Shared mmap of a direct_io file needs
  * FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+, an INIT flag in flags2 that
  * libfuse 3.14 does not know): the session's I/O goes through io_read /
