@@ -36,11 +36,11 @@ void d9_readpool_put(d9_readpool *p, unsigned char *scratch);
 
 /* d9_eval_read(rc, vf, off, n, buf), split across idle helpers when the
  * range computes and is large enough (only idle helpers and free scratch
- * are taken, never waited for). rc->scratch is the caller's. A split read
- * copies every byte: it clears rc->refs. The parts' source bytes, tensor
- * counts and first failure are folded into rc. *split is set to 1 when the
- * read was split, else 0. Returns what d9_eval_read returns for the whole
- * range. */
+ * are taken, never waited for). n must stop at vf's end (the parts are
+ * cut from it); rc->scratch is the caller's. A split read copies every
+ * byte: it clears rc->refs. The parts' source bytes, tensor counts and
+ * first failure are folded into rc. *split is set to 1 when the read was
+ * split, else 0. Returns what d9_eval_read returns for the whole range. */
 ssize_t d9_readpool_read(d9_readpool *p, d9_read_ctx *rc, const d9_vfile *vf, uint64_t off,
                          size_t n, void *buf, int *split);
 
