@@ -23,7 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { WALK_BUDGET = 1 << 16 }; /* graph nodes visited per file before assuming every shard */
+enum { WALK_BUDGET = 1 << 12 }; /* graph nodes visited per tensor before assuming every shard */
 
 /* Tree construction: nodes with child lists, from one arena. */
 typedef struct tree_builder {
@@ -78,7 +78,7 @@ static int add_plan_files(tree_builder *tb, int dir, const d9_plan *p) {
 /* ---- permissions ---- */
 
 /* Mark in tb->seen the shards behind x; *first is the first one met.
- * Spends *budget per node visited; 0 left means the walk stopped short. */
+ * Spends *budget per node visited; none left: it may have stopped short. */
 static void walk_sources(tree_builder *tb, const d9_node *x, int *first, int *budget) {
   if (*budget <= 0) return;
   --*budget;
@@ -93,14 +93,17 @@ static void walk_sources(tree_builder *tb, const d9_node *x, int *first, int *bu
 /* Mark the shards behind the tensor files of p (all of them when index,
  * else file vf only). Returns the first shard met, or -1. */
 static int mark_shards(tree_builder *tb, const d9_plan *p, const d9_vfile *vf) {
-  int first = -1, budget = WALK_BUDGET;
+  int first = -1, all = 0;
   for (int f = 0; f < p->nfiles; f++) {
     const d9_vfile *g = &p->files[f];
     if (g->kind != D9_VF_TENSORS || (vf && g != vf)) continue;
-    for (int e = 0; e < g->nextents; e++) walk_sources(tb, g->extents[e].target->node, &first,
-                                                       &budget);
+    for (int e = 0; e < g->nextents; e++) {
+      int budget = WALK_BUDGET;
+      walk_sources(tb, g->extents[e].target->node, &first, &budget);
+      all |= budget <= 0;
+    }
   }
-  if (budget <= 0) /* a graph too shared to walk: take every shard, the most restrictive */
+  if (all) /* a graph too shared to walk: take every shard, the most restrictive */
     memset(tb->seen, 1, (size_t)tb->m->cat->nshards), first = first < 0 ? 0 : first;
   return first;
 }
