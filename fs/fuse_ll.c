@@ -37,7 +37,7 @@
  * st_blksize is raised to 4 MiB so that cat and cp read in 4 MiB calls,
  * which the kernel sends as max_read requests: one after another for a
  * plain read(), together for AIO readers (async direct I/O is on), and
- * computing reads are split across threads (mapper/mount.c). Re-reads are not
+ * computing reads are split across threads (mapper/readpool.c). Re-reads are not
  * cached and come back to us. Shared mmap of a direct_io file needs
  * FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+, an INIT flag in flags2 that
  * libfuse 3.14 does not know): the session's I/O goes through io_read /
@@ -46,8 +46,8 @@
  * path, so safetensors' mmap keeps working either way.
  *
  * Dynamic files (.d9dfs/stats.json) are rendered once per open into a
- * buffer owned by the open file (fi->fh) and read with direct_io, so their
- * st_size of 0 does not truncate reads.
+ * buffer owned by the open file (fi->fh), exactly st_size bytes, and read
+ * with direct_io, so each open reads its own rendering, not cached pages.
  */
 #define FUSE_USE_VERSION 34
 
@@ -87,8 +87,6 @@ enum {
 typedef struct fs_state {
   d9_mount *m;             /* borrowed; outlives the session */
   int nnodes;
-  uid_t uid;               /* owner reported for every node: the mounter */
-  gid_t gid;
   struct timespec mtime;   /* mount time: atime/mtime/ctime of every node */
   unsigned max_read;       /* bytes; largest read request */
   unsigned readahead;      /* bytes; kernel readahead window */
@@ -230,15 +228,15 @@ static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
   memset(st, 0, sizeof *st);
   st->st_ino = (ino_t)idx + 1;
   if (n->kind == D9_NODE_DIR) {
-    st->st_mode = S_IFDIR | 0555;
+    st->st_mode = S_IFDIR | (n->mode & 0555);
     st->st_nlink = 2;
   } else {
-    st->st_mode = S_IFREG | 0444;
+    st->st_mode = S_IFREG | (n->mode & 0444);
     st->st_nlink = 1;
-    st->st_size = n->kind == D9_NODE_FILE ? (off_t)n->size : 0;
+    st->st_size = (off_t)n->size; /* dynamic files render to exactly this */
   }
-  st->st_uid = s->uid;
-  st->st_gid = s->gid;
+  st->st_uid = n->uid; /* mode and owner from the sources (mapper/tree.c) */
+  st->st_gid = n->gid;
   /* cp, cat, Python size their reads by it */
   st->st_blksize = s->direct_io ? FS_DIO_BLKSIZE : s->max_read;
   st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
@@ -434,7 +432,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     return;
   }
   fi->fh = (uint64_t)(uintptr_t)d;
-  fi->direct_io = 1; /* st_size is 0; read what was rendered regardless */
+  fi->direct_io = 1; /* this open's rendering, never the page cache's */
   if (fuse_reply_open(req, fi) != 0) { /* interrupted: no release will come */
     free(d->data);
     free(d);
@@ -682,6 +680,7 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
 
   char real[PATH_MAX];
   int err = d9_host_check_mountpoint(mountpoint, real, diag);
+  if (!err) err = d9_mount_check_mountpoint(m, real, diag);
   if (err) return err;
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0)
@@ -692,8 +691,6 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   memset(&s, 0, sizeof s);
   s.m = m;
   s.nnodes = d9_mount_nnodes(m);
-  s.uid = getuid();
-  s.gid = getgid();
   clock_gettime(CLOCK_REALTIME, &s.mtime);
   s.direct_io = o->direct_io;
   if (o->splice) { /* see "Zero-copy replies" above */

@@ -356,6 +356,7 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
   qsort_r(c->by_name, (size_t)c->ntensors, sizeof(int), cmp_by_name, c->tensors);
   if ((rc = cross_check(c, index, diag))) goto fail;
   if (!fstatat(c->dirfd, "config.json", &st, 0)) {
+    c->config_st = st;
     if ((rc = read_small(c, "config.json", CONFIG_MAX, &c->config_text, &c->config_len,
                          diag)))
       goto fail;
@@ -427,6 +428,14 @@ static int check_logged(const d9_catalog *c, const char *name, int fd, const str
   int r = d9_catalog_check_file(c, name, fd, st, &diag);
   if (r) fprintf(stderr, "d9dfs: %s\n", diag.msg);
   return r;
+}
+
+void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text) {
+  cJSON_Delete(c->config);
+  free(c->config_text);
+  c->config = config;
+  c->config_text = text;
+  c->config_len = text ? strlen(text) : 0;
 }
 
 int d9_catalog_check(const d9_catalog *c, int s) {

@@ -75,6 +75,7 @@ typedef struct d9_catalog {
   cJSON *config;         /* parsed config.json or NULL if absent */
   char *config_text;     /* its bytes (NUL-terminated), or NULL */
   size_t config_len;
+  struct stat config_st; /* config.json at open (mode, owner); zeroed if absent */
 } d9_catalog;
 
 /* Flags for d9_catalog_open_flags. */
@@ -88,6 +89,11 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
 /* d9_catalog_open_flags(dir, D9_CATALOG_CONFINE, out, diag). */
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag);
 void d9_catalog_close(d9_catalog *c); /* accepts NULL */
+
+/* Serve config (taken; NULL for none) and its text (taken: malloc'd,
+ * NUL-terminated) as the source's config.json from now on, freeing the
+ * ones read at open. Call before the catalog is shared. */
+void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text);
 
 /* Tensor by exact name, or NULL. */
 const d9_src_tensor *d9_catalog_find(const d9_catalog *c, const char *name);

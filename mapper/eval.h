@@ -19,6 +19,7 @@
 #include "../kernels/kernels.h"
 #include "catalog.h"
 #include "node.h"
+#include "piece.h"
 #include "plan.h"
 
 #define D9_SCRATCH_BYTES (2u << 20)

@@ -3,7 +3,8 @@
  *
  * The FUSE layer (fs/) and the CLI (tools/) use only this header. Nothing
  * here has FUSE types. A d9_mount is immutable after d9_mount_open() except
- * for its statistics counters, so every read function is thread-safe.
+ * for its statistics counters (and the front end's note, set once before
+ * serving), so every read function is thread-safe.
  *
  * The virtual tree is an array of nodes; node 0 is the root directory.
  * Inode numbers for FUSE are node index + 1 (so the root is inode 1).
@@ -16,6 +17,7 @@
 #include <sys/types.h>
 
 #include "diag.h"
+#include "piece.h"
 
 typedef struct d9_mount d9_mount;
 
@@ -47,16 +49,22 @@ typedef struct d9_mount_opts {
 typedef enum {
   D9_NODE_DIR,
   D9_NODE_FILE,     /* fixed size, immutable content */
-  D9_NODE_DYNAMIC,  /* content rendered at open (stats.json): size not known in advance */
+  D9_NODE_DYNAMIC,  /* content rendered at each open (stats.json), of a fixed size */
 } d9_node_kind;
 
 typedef struct d9_vnode {
   const char *name;   /* borrowed; valid while the mount lives; "" for the root */
   d9_node_kind kind;
-  uint64_t size;      /* bytes; exact for D9_NODE_FILE, 0 for dirs and dynamic files */
+  uint64_t size;      /* bytes a read returns: exact for every file (a dynamic file
+                         renders to exactly this size), 0 for dirs */
   int parent;         /* node index; the root is its own parent */
   int nchildren;      /* dirs only */
   const int *children;/* dirs only: node indices, in listing order */
+  mode_t mode;        /* permission bits from the sources (see mapper/tree.c): the read
+                         bits common to a file's sources (at most 0444), the source
+                         directory's read and search bits for dirs (at most 0555) */
+  uid_t uid;          /* owner and group: of the file's first source; the source */
+  gid_t gid;          /* directory's for dirs and .d9dfs files */
 } d9_vnode;
 
 typedef struct d9_stats {
@@ -82,6 +90,15 @@ int d9_mount_lookup(const d9_mount *m, int parent, const char *name);
 /* Node for a '/'-separated path relative to the root ("" or "/" = root). */
 int d9_mount_resolve(const d9_mount *m, const char *path);
 
+/* Refuse a mount point that would hide the mount's own sources: mnt (a
+ * canonical path, as realpath gives) must not be the source directory or
+ * inside it, and no source path (the directory, a shard, a copied file,
+ * config.json, after symlinks) may lead through it. Once mounted there,
+ * the daemon's source checks would see the mount instead of the sources
+ * (every read ESTALE) or wait on its own mount. Returns 0, or -EINVAL with
+ * diag naming both paths. */
+int d9_mount_check_mountpoint(const d9_mount *m, const char *mnt, d9_diag *diag);
+
 /* Read n bytes at off of file node idx into buf. Returns the byte count -
  * exactly n unless the range runs past the end of the file - or -errno
  * (-EISDIR, -EINVAL, -EIO on a source fault, -ESTALE when a source shard
@@ -98,15 +115,7 @@ ssize_t d9_mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf);
  * under source pieces. Once the source ranges are copied, call
  * d9_mount_check_pieces: the copy is valid only if it returns 0, as
  * d9_mount_read checks its own preads. Same return values as
- * d9_mount_read. Thread-safe. */
-enum { D9_READ_MAXREFS = 16, D9_READ_MAXPIECES = 2 * D9_READ_MAXREFS + 1 };
-typedef struct d9_piece {
-  const void *mem;  /* inside buf, or NULL for a source range */
-  int fd;           /* source range: the shard (borrowed; open while the mount lives) */
-  int shard;        /* source range: catalog shard index, for the check */
-  uint64_t off;     /* source range: file offset, bytes */
-  size_t len;       /* bytes */
-} d9_piece;
+ * d9_mount_read. Thread-safe. d9_piece is in piece.h. */
 ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
                              d9_piece pieces[D9_READ_MAXPIECES], int *npieces);
 /* 0 if every shard behind the source pieces is unchanged since the mount,
@@ -119,14 +128,17 @@ int d9_mount_pieces_to_buf(d9_mount *m, int idx, unsigned char *buf, const d9_pi
                            int npieces);
 
 /* Render a D9_NODE_DYNAMIC node's current content into a malloc'd buffer
- * (caller frees). Returns 0 or -errno. */
+ * (caller frees): exactly the node's size in bytes (stats.json pads the
+ * room its counters do not take with spaces before its final newline).
+ * Returns 0 or -errno. */
 int d9_mount_render(d9_mount *m, int idx, char **out, size_t *out_len);
 
 void d9_mount_get_stats(const d9_mount *m, d9_stats *out);
 
 /* What the front end settled on (a JSON object's members without braces,
  * e.g. "\"direct_io\": true"), shown as "frontend" in stats.json; copied.
- * Call before serving reads. Returns 0 or -ENOMEM. */
+ * It sets stats.json's size: call before serving (before any stat of it).
+ * Returns 0 or -ENOMEM. */
 int d9_mount_set_frontend(d9_mount *m, const char *members);
 
 /* Reversed mounts: the spec steps whose inverse is lossy (one line each). */

@@ -14,7 +14,6 @@
 
 #include "catalog.h"
 #include "graph.h"
-#include "mount.h"
 #include "spec.h"
 
 typedef enum {

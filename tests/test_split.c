@@ -1,4 +1,4 @@
-/* test_split.c - split reads (mapper/mount.c): a read whose range computes
+/* test_split.c - split reads (mapper/readpool.c): a read whose range computes
  * is evaluated in parts on helper threads. Whatever the thread count, every
  * read gives the bytes of the same read on one thread; the pieces API
  * describes split reads as memory; reads that only move bytes are never
