@@ -241,8 +241,8 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
   r->required = cJSON_IsTrue(req);
   const cJSON *tied = cJSON_GetObjectItemCaseSensitive(j, "tied");
   if (tied) {
-    static const char *const tkeys[] = {"from", "if"};
-    if (!cJSON_IsObject(tied) || (rc = check_keys(tied, tkeys, 2, s->path, r->where, diag)))
+    static const char *const tkeys[] = {"from", "if", "shared"};
+    if (!cJSON_IsObject(tied) || (rc = check_keys(tied, tkeys, 3, s->path, r->where, diag)))
       return rc ? rc
                 : d9_diag_fail(diag, EINVAL, "%s: %s: \"tied\" must be an object", s->path,
                                r->where);
@@ -254,6 +254,11 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
                           "%s: %s: \"tied\" needs \"from\" (a tensor name) and \"if\" (a "
                           "flag), on a rule with one literal input",
                           s->path, r->where);
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(tied, "shared");
+    if (sh && !cJSON_IsBool(sh))
+      return d9_diag_fail(diag, EINVAL, "%s: %s: tied \"shared\" must be true or false", s->path,
+                          r->where);
+    if (cJSON_IsTrue(sh)) r->drop_if = r->tied_if; /* shared: no target of its own when set */
   }
   return 0;
 }

@@ -109,7 +109,9 @@ typedef struct d9_rule {
   const char *tied_if;   /* parameter/config flag that allows it */
   const char *over;      /* capture to stack the instances over (new dim 0), or NULL */
   const char *unstack;   /* capture made by unstacking the inputs' dim 0, or NULL */
-  const char *drop_if;   /* reversed tied alias: consume the input, emit nothing, when set */
+  const char *drop_if;   /* consume the input, emit nothing, when set: a reversed tied
+                            alias, or a "shared" one (the full view and pp = 1 ranks
+                            have no such target; see rank.h) */
   int nexclude;
   const char **exclude;  /* driver names matching one of these are skipped (both directions) */
   const d9_parallel *par;/* "parallel": the style of this rule's outputs, or NULL */
