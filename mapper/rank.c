@@ -93,6 +93,12 @@ static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target 
                             "neither a multiple nor a divisor of tp=%d", s->path, tg->name,
                             par->where, (long long)groups, T), NULL;
       if (x->shape[0] % groups) return uneven(diag, s, tg, par, "dim 0", x->shape[0], groups), NULL;
+      int64_t heads = T;
+      if (par->heads && d9_spec_int(s, c->config, par->heads, par->where, &heads, diag)) return NULL;
+      if (heads % T)
+        return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style qkv (%s): %lld attention heads "
+                            "are not divisible by tp=%d", s->path, tg->name, par->where,
+                            (long long)heads, T), NULL;
       __attribute__((fallthrough));
     }
     case D9_PAR_COLUMN:

@@ -333,7 +333,7 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
 static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
                           d9_parallel *p, d9_diag *diag) {
   static const char *const keys[] = {"style",    "pattern", "groups", "capture",
-                                     "renumber", "tp",      "comment"};
+                                     "renumber", "tp",      "comment", "heads"};
   static const char *const styles[] = {"replicated", "column", "row", "qkv", "gated", "vocab", "expert"};
   int rc;
   const cJSON *tp = NULL;
@@ -343,13 +343,14 @@ static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int nee
     for (int i = 0; i < 7; i++)
       if (!strcmp(j->valuestring, styles[i])) p->style = (d9_par_style)i;
   } else if (cJSON_IsObject(j)) {
-    if ((rc = check_keys(j, keys, 7, s->path, where, diag))) return rc;
+    if ((rc = check_keys(j, keys, 8, s->path, where, diag))) return rc;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "style");
     p->style = D9_PAR_COUNT_SENTINEL;
     for (int i = 0; cJSON_IsString(st) && i < 7; i++)
       if (!strcmp(st->valuestring, styles[i])) p->style = (d9_par_style)i;
     p->pattern = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "pattern"));
     p->groups = cJSON_GetObjectItemCaseSensitive(j, "groups");
+    p->heads = cJSON_GetObjectItemCaseSensitive(j, "heads");
     p->capture = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "capture"));
     p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "renumber"));
     tp = cJSON_GetObjectItemCaseSensitive(j, "tp");

@@ -77,6 +77,7 @@ typedef struct d9_parallel {
   d9_par_style style;
   const char *pattern;   /* target-name pattern (defaults list), or NULL (rule-level) */
   const cJSON *groups;   /* qkv: the KV group count (integer or expression) */
+  const cJSON *heads;    /* qkv: the attention head count, or NULL (not checked) */
   const char *capture;   /* expert: capture in `pattern` holding the expert index;
                             NULL = a stacked tensor split on dim 0 */
   int renumber;          /* expert with capture: number experts locally from 0 */

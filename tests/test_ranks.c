@@ -186,6 +186,11 @@ static void test_divisibility_errors(void **state) {
   assert_non_null(strstr(diag.msg, "3 kv groups are neither a multiple nor a divisor of tp=2"));
   assert_non_null(strstr(diag.msg, "linear_qkv.weight"));
   d9_diag_clear(&diag);
+  char *src4 = gen_llama(dir, "l4", 4, 2, 64, 96, 256, 1); /* Megatron-Core: heads % tp == 0 */
+  assert_null(open_ranks(src4, SPEC_DIR "/llama-to-megatron.json", 8, 1, 1, 1, &diag));
+  assert_non_null(strstr(diag.msg, "4 attention heads are not divisible by tp=8"));
+  assert_non_null(strstr(diag.msg, "linear_qkv"));
+  d9_diag_clear(&diag);
   char *src2 = gen_llama(dir, "l3", 6, 6, 60, 90, 256, 1);
   assert_null(open_ranks(src2, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag));
   assert_true(strstr(diag.msg, "not divisible") || strstr(diag.msg, "neither a multiple"));
