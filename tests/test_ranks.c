@@ -345,6 +345,22 @@ static void test_tied_shared(void **state) {
   d9_mount_close(tp);
   d9_mount_close(full);
   d9_mount_close(sm);
+  /* the flag set over an explicit lm_head.weight: still no output layer,
+   * and the dropped tensor is counted (d9dfs check: --reverse loses it) */
+  snprintf(src, sizeof src, "%s/tied-explicit", dir);
+  p.tied = 0;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  char cmd[4400];
+  snprintf(cmd, sizeof cmd, "sed -i 's/\"tie_word_embeddings\": false/\"tie_word_embeddings\": "
+           "true/' '%s/config.json'", src);
+  assert_int_equal(system(cmd), 0);
+  full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(full);
+  assert_int_equal(d9_mount_nshadowed(full), 1);
+  tree_load(full, "", &ft);
+  assert_null(get(&ft, "output_layer.weight", &z));
+  tree_free(&ft);
+  d9_mount_close(full);
   tu_rmrf(dir);
   free(dir);
 }
