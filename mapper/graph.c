@@ -408,10 +408,11 @@ static int expand_rule(builder *b, const d9_rule *r) {
     int64_t flag = 0;
     if (d9_spec_lookup(b->s, b->c->config, r->drop_if, strlen(r->drop_if), &flag, NULL) == 0 &&
         flag) {
-      /* the reverse of a tied alias: the tied target is consumed, not emitted */
+      /* a reversed or "shared" tied alias: the input is consumed, not emitted */
       for (int i = 0; i < b->c->ntensors; i++) {
         d9_caps caps = {0};
-        if (d9_pattern_match(r->in_pats[0], b->c->tensors[i].name, &caps)) b->used[i] = 1;
+        if (d9_pattern_match(r->in_pats[0], b->c->tensors[i].name, &caps))
+          b->used[i] = 1, b->g->nshadowed += !b->s->reversed; /* "shared": --reverse drops it */
       }
       return 0;
     }

@@ -83,12 +83,23 @@ static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target 
     case D9_PAR_QKV: {
       int64_t groups;
       if (d9_spec_int(s, c->config, par->groups, par->where, &groups, diag)) return NULL;
-      if (groups < 1 || groups % T)
+      /* Megatron-Core's rule: the groups are a multiple or a divisor of T.
+       * Either way linear_qkv stays one column-parallel tensor, cut in T
+       * even dim-0 chunks: whole groups per rank when groups >= T, else
+       * T / groups consecutive pieces of each group's rows (the ranks of a
+       * group gather them back at run time) */
+      if (groups < 1 || (groups % T && T % groups))
         return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style qkv (%s): %lld kv groups are "
-                            "not divisible by tp=%d", s->path, tg->name, par->where,
-                            (long long)groups, T), NULL;
+                            "neither a multiple nor a divisor of tp=%d", s->path, tg->name,
+                            par->where, (long long)groups, T), NULL;
       if (x->shape[0] % groups) return uneven(diag, s, tg, par, "dim 0", x->shape[0], groups), NULL;
-      __attribute__((fallthrough)); /* whole groups are a contiguous dim-0 chunk */
+      int64_t heads = T;
+      if (par->heads && d9_spec_int(s, c->config, par->heads, par->where, &heads, diag)) return NULL;
+      if (heads % T)
+        return d9_diag_fail(diag, EINVAL, "%s: tensor '%s': style qkv (%s): %lld attention heads "
+                            "are not divisible by tp=%d", s->path, tg->name, par->where,
+                            (long long)heads, T), NULL;
+      __attribute__((fallthrough));
     }
     case D9_PAR_COLUMN:
       if (x->shape[d0] % T)
@@ -131,6 +142,29 @@ static int64_t expert_count(const d9_graph *g, const d9_parallel *par) {
   return n;
 }
 
+/* A "shared" tied rule whose flag is set made no target (Megatron-Core's
+ * shared embedding has no output layer of its own), but with pp > 1 the
+ * last stage keeps a copy of the tied tensor under the rule's output name:
+ * returns its node (the rename of the tied source), NULL when the rule
+ * does not apply, or sets *rc. */
+static d9_node *shared_alias(const d9_spec *s, const d9_catalog *c, const d9_rule *r,
+                             d9_arena *a, int *rc, d9_diag *diag) {
+  int64_t flag = 0;
+  if (!r->tied_from || r->drop_if != r->tied_if ||
+      d9_spec_lookup(s, c->config, r->tied_if, strlen(r->tied_if), &flag, NULL) || !flag)
+    return NULL;
+  const d9_src_tensor *src = d9_catalog_find(c, r->tied_from);
+  if (r->nsteps || r->nout != 1 || !d9_pattern_is_literal(r->out_pats[0]) || !src) {
+    *rc = d9_diag_fail(diag, EINVAL, "%s: %s: the last of the pp stages holds the shared tied "
+                       "tensor '%s', which must exist and be renamed only (no steps, one "
+                       "literal output)", s->path, r->where, r->tied_from);
+    return NULL;
+  }
+  d9_node *n = d9_node_source(a, src);
+  if (!n) *rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+  return n;
+}
+
 static int cmp_target(const void *x, const void *y) {
   return d9_natural_cmp(((const d9_target *)x)->name, ((const d9_target *)y)->name);
 }
@@ -169,7 +203,7 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
       return d9_diag_fail(diag, EINVAL, "pp=%d: more stages than the %lld layers", o->pp,
                           (long long)nlayers);
   }
-  d9_target *v = d9_arena_calloc(a, (size_t)g->ntargets + 1, sizeof *v);
+  d9_target *v = d9_arena_calloc(a, (size_t)g->ntargets + (size_t)s->nrules + 1, sizeof *v);
   if (!v) return d9_diag_fail(diag, ENOMEM, "out of memory");
   int n = 0;
   for (int i = 0; i < g->ntargets; i++) {
@@ -233,6 +267,19 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
                                    0, o, o->tp, t, a, diag))) {
       return -EINVAL;
     }
+    v[n++] = r;
+  }
+  for (int i = 0; o->pp > 1 && p == o->pp - 1 && !s->reversed && i < s->nrules; i++) {
+    int rc = 0;
+    d9_target r = {.rule = &s->rules[i], .name = s->rules[i].out_pats[0], .group = g->ngroups};
+    if (!(r.node = shared_alias(s, c, r.rule, a, &rc, diag))) {
+      if (rc) return rc;
+      continue;
+    }
+    const d9_parallel *par = style_of(s, &r);
+    if (!(r.node = tp_slice(s, c, &r, r.node, par, par ? par->style : D9_PAR_REPLICATED, 0, o,
+                            o->tp, t, a, diag)))
+      return -EINVAL;
     v[n++] = r;
   }
   qsort(v, (size_t)n, sizeof *v, cmp_target);

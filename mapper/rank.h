@@ -1,10 +1,11 @@
 /* rank.h - per-rank views: the slice of every target tensor that one
  * tensor-, expert- and pipeline-parallel rank loads, under the full view's
- * tensor names (DESIGN.md "TP styles", "Experts").
+ * tensor names (docs/design.md "TP styles", "Experts").
  *
  * TP rank t of T: replicated (whole), column (dim 0 chunk t), row (dim 1
- * chunk t), qkv (dim 0 chunk t of the interleaved tensor: whole KV groups,
- * so groups % T must be 0), gated ([G_t; U_t] with G, U the halves of dim
+ * chunk t), qkv (dim 0 chunk t of the interleaved tensor; the KV groups
+ * must be a multiple of T - whole groups per rank - or a divisor of T -
+ * T / groups ranks share each group's rows, Megatron-Core's layout), gated ([G_t; U_t] with G, U the halves of dim
  * 0), vocab (rows zero-padded to a multiple of vocab_divisible_by * T, then
  * column). Uneven splits are errors naming the tensor, the style and the
  * sizes. EP rank e of P owns experts [start, start+count) by the remainder
@@ -17,7 +18,11 @@
  * etp = 1 expert tensors are whole. PP stage s of S holds its share
  * of the layers (the remainder rule, or an explicit split), the "first"
  * tensors on stage 0, the "last" ones on stage S-1, anything else on every
- * stage; layers are renumbered from 0 per stage when the spec asks.
+ * stage; layers are renumbered from 0 per stage when the spec asks. A
+ * "shared" tied rule whose flag is set has no target in the full view
+ * (Megatron-Core's shared embedding), but with pp > 1 its last stage holds
+ * the tied source under the rule's output name, split by its style, as
+ * Megatron keeps a copy of the embedding there.
  */
 #ifndef D9_RANK_H
 #define D9_RANK_H

@@ -233,8 +233,8 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
   r->required = cJSON_IsTrue(req);
   const cJSON *tied = cJSON_GetObjectItemCaseSensitive(j, "tied");
   if (tied) {
-    static const char *const tkeys[] = {"from", "if"};
-    if (!cJSON_IsObject(tied) || (rc = check_keys(tied, tkeys, 2, s->path, r->where, diag)))
+    static const char *const tkeys[] = {"from", "if", "shared"};
+    if (!cJSON_IsObject(tied) || (rc = check_keys(tied, tkeys, 3, s->path, r->where, diag)))
       return rc ? rc
                 : d9_diag_fail(diag, EINVAL, "%s: %s: \"tied\" must be an object", s->path,
                                r->where);
@@ -246,6 +246,11 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
                           "%s: %s: \"tied\" needs \"from\" (a tensor name) and \"if\" (a "
                           "flag), on a rule with one literal input",
                           s->path, r->where);
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(tied, "shared");
+    if (sh && !cJSON_IsBool(sh))
+      return d9_diag_fail(diag, EINVAL, "%s: %s: tied \"shared\" must be true or false", s->path,
+                          r->where);
+    if (cJSON_IsTrue(sh)) r->drop_if = r->tied_if; /* shared: no target of its own when set */
   }
   return 0;
 }
@@ -320,7 +325,7 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
 static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int need_pattern,
                           d9_parallel *p, d9_diag *diag) {
   static const char *const keys[] = {"style",    "pattern", "groups", "capture",
-                                     "renumber", "tp",      "comment"};
+                                     "renumber", "tp",      "comment", "heads"};
   static const char *const styles[] = {"replicated", "column", "row", "qkv", "gated", "vocab", "expert"};
   int rc;
   const cJSON *tp = NULL;
@@ -330,13 +335,14 @@ static int parse_parallel(d9_spec *s, const cJSON *j, const char *where, int nee
     for (int i = 0; i < 7; i++)
       if (!strcmp(j->valuestring, styles[i])) p->style = (d9_par_style)i;
   } else if (cJSON_IsObject(j)) {
-    if ((rc = check_keys(j, keys, 7, s->path, where, diag))) return rc;
+    if ((rc = check_keys(j, keys, 8, s->path, where, diag))) return rc;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "style");
     p->style = D9_PAR_COUNT_SENTINEL;
     for (int i = 0; cJSON_IsString(st) && i < 7; i++)
       if (!strcmp(st->valuestring, styles[i])) p->style = (d9_par_style)i;
     p->pattern = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "pattern"));
     p->groups = cJSON_GetObjectItemCaseSensitive(j, "groups");
+    p->heads = cJSON_GetObjectItemCaseSensitive(j, "heads");
     p->capture = str_or_null(cJSON_GetObjectItemCaseSensitive(j, "capture"));
     p->renumber = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "renumber"));
     tp = cJSON_GetObjectItemCaseSensitive(j, "tp");

@@ -81,6 +81,7 @@ typedef struct d9_parallel {
   d9_par_style style;
   const char *pattern;   /* target-name pattern (defaults list), or NULL (rule-level) */
   const cJSON *groups;   /* qkv: the KV group count (integer or expression) */
+  const cJSON *heads;    /* qkv: the attention head count, or NULL (not checked) */
   const char *capture;   /* expert: capture in `pattern` holding the expert index;
                             NULL = a stacked tensor split on dim 0 */
   int renumber;          /* expert with capture: number experts locally from 0 */
@@ -113,7 +114,9 @@ typedef struct d9_rule {
   const char *tied_if;   /* parameter/config flag that allows it */
   const char *over;      /* capture to stack the instances over (new dim 0), or NULL */
   const char *unstack;   /* capture made by unstacking the inputs' dim 0, or NULL */
-  const char *drop_if;   /* reversed tied alias: consume the input, emit nothing, when set */
+  const char *drop_if;   /* consume the input, emit nothing, when set: a reversed tied
+                            alias, or a "shared" one (the full view and pp = 1 ranks
+                            have no such target; see rank.h) */
   int nexclude;
   const char **exclude;  /* driver names matching one of these are skipped (both directions) */
   const d9_parallel *par;/* "parallel": the style of this rule's outputs, or NULL */

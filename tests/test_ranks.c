@@ -1,8 +1,9 @@
 /* test_ranks.c - per-rank views against naive references of the Megatron
- * layouts (DESIGN.md "TP styles", "Experts"), for every style, T = 2, 4, 8,
+ * layouts (docs/design.md "TP styles", "Experts"), for every style, T = 2, 4, 8,
  * EP = 2, 3 (remainder rule), expert tensor parallelism (etp = tp = 2, 4)
- * and PP = 2, 3: each rank's slice equals the reference slice of the full
- * view's tensor, reassembling the slices by the style's rule gives the full
+ * and PP = 2, 3, fewer KV groups than TP ranks and shared tied embeddings
+ * (against references built from the source tensors): each rank's slice
+ * equals the reference slice of the full view's tensor, reassembling the slices by the style's rule gives the full
  * tensor back, divisibility errors are refused at mount, and one rank's
  * tree reads about 1/T of the split bytes. */
 #include <stdarg.h>
@@ -178,20 +179,188 @@ static void test_tp_styles(void **state) {
 static void test_divisibility_errors(void **state) {
   (void)state;
   char *dir = tu_tmpdir();
-  char *src = strdup(gen_llama(dir, "l2", 8, 2, 64, 96, 256, 2)); /* gen_llama's buffer is reused */
+  char *src = strdup(gen_llama(dir, "l2", 6, 3, 48, 96, 256, 2)); /* gen_llama's buffer is reused */
   d9_diag diag = {0};
-  assert_null(open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag));
+  assert_null(open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 2, 1, 1, 1, &diag));
   assert_non_null(strstr(diag.msg, "style qkv"));
-  assert_non_null(strstr(diag.msg, "2 kv groups are not divisible by tp=4"));
+  assert_non_null(strstr(diag.msg, "3 kv groups are neither a multiple nor a divisor of tp=2"));
   assert_non_null(strstr(diag.msg, "linear_qkv.weight"));
+  d9_diag_clear(&diag);
+  char *src4 = gen_llama(dir, "l4", 4, 2, 64, 96, 256, 1); /* Megatron-Core: heads % tp == 0 */
+  assert_null(open_ranks(src4, SPEC_DIR "/llama-to-megatron.json", 8, 1, 1, 1, &diag));
+  assert_non_null(strstr(diag.msg, "4 attention heads are not divisible by tp=8"));
+  assert_non_null(strstr(diag.msg, "linear_qkv"));
   d9_diag_clear(&diag);
   char *src2 = gen_llama(dir, "l3", 6, 6, 60, 90, 256, 1);
   assert_null(open_ranks(src2, SPEC_DIR "/llama-to-megatron.json", 4, 1, 1, 1, &diag));
-  assert_non_null(strstr(diag.msg, "not divisible"));
+  assert_true(strstr(diag.msg, "not divisible") || strstr(diag.msg, "neither a multiple"));
   d9_diag_clear(&diag);
   assert_null(open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 3, 1, &diag));
   assert_non_null(strstr(diag.msg, "pp=3: more stages than the 2 layers"));
   free(src);
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* The source tensors of src, through the identity spec. */
+static d9_mount *open_source(const char *src) {
+  d9_diag diag = {0};
+  d9_mount *m = open_ranks(src, SPEC_DIR "/identity.json", 1, 1, 1, 1, &diag);
+  assert_non_null(m);
+  return m;
+}
+
+/* Fewer KV groups (ng) than TP ranks (T), as Megatron-Core lays them out:
+ * linear_qkv stays one column-parallel tensor, so rank t holds piece
+ * t % (T/ng) of the T/ng even pieces of group t / (T/ng), a group being
+ * [its nh/ng q heads; its k head; its v head]. (With ng >= T, the groups
+ * [t*ng/T, (t+1)*ng/T) whole.) Built here head by head from the source
+ * q, k, v (weights and biases) and compared byte for byte. */
+static void check_qkv_ranks(const char *dir, const char *name, int64_t nh, int64_t ng, int64_t H,
+                            int T) {
+  char src[4200];
+  snprintf(src, sizeof src, "%s/%s", dir, name);
+  d9_gen_params p;
+  d9_gen_defaults(&p, "llama");
+  p.heads = nh, p.kv_heads = ng, p.hidden = H, p.intermediate = 64, p.vocab = 96, p.layers = 2;
+  p.bias = 1, p.shards = 2;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  d9_diag diag = {0};
+  d9_mount *sm = open_source(src), *m = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", T, 1,
+                                                   1, 1, &diag);
+  if (!m) fprintf(stderr, "%s\n", diag.msg);
+  assert_non_null(m);
+  tree st;
+  tree_load(sm, "", &st);
+  int64_t d = H / nh, g = nh / ng, w = (g + 2) * d;
+  for (int t = 0; t < T; t++) {
+    char rd[32];
+    snprintf(rd, sizeof rd, "ranks/tp%d", t);
+    tree rt;
+    tree_load(m, rd, &rt);
+    for (int l = 0; l < 2; l++)
+      for (int bias = 0; bias < 2; bias++) {
+        const char *suf = bias ? "bias" : "weight";
+        char nm[3][160], out[160];
+        d9_st_tensor qt, kt, vt, ot;
+        for (int x = 0; x < 3; x++)
+          snprintf(nm[x], sizeof nm[x], "model.layers.%d.self_attn.%c_proj.%s", l, "qkv"[x], suf);
+        snprintf(out, sizeof out, "decoder.layers.%d.self_attention.linear_qkv.%s", l, suf);
+        const unsigned char *q = get(&st, nm[0], &qt), *k = get(&st, nm[1], &kt),
+                            *v = get(&st, nm[2], &vt), *o = get(&rt, out, &ot);
+        assert_non_null(q);
+        assert_non_null(k);
+        assert_non_null(v);
+        assert_non_null(o);
+        size_t rb = row_bytes(&qt); /* bytes of one row (one element for biases) */
+        /* the groups this rank touches, whole, then the rank's rows of them */
+        int64_t g0 = ng >= T ? t * (ng / T) : t / (T / ng), gn = ng >= T ? ng / T : 1;
+        unsigned char *blk = malloc(rb * (size_t)(w * gn)), *b = blk;
+        for (int64_t gi = g0; gi < g0 + gn; gi++) {
+          memcpy(b, q + rb * (size_t)(gi * g * d), rb * (size_t)(g * d)), b += rb * (size_t)(g * d);
+          memcpy(b, k + rb * (size_t)(gi * d), rb * (size_t)d), b += rb * (size_t)d;
+          memcpy(b, v + rb * (size_t)(gi * d), rb * (size_t)d), b += rb * (size_t)d;
+        }
+        int64_t piece = ng >= T ? w * gn : w / (T / ng), at = ng >= T ? 0 : (t % (T / ng)) * piece;
+        assert_int_equal(ot.end - ot.begin, rb * (size_t)piece);
+        assert_memory_equal(o, blk + rb * (size_t)at, rb * (size_t)piece);
+        free(blk);
+      }
+    tree_free(&rt);
+  }
+  tree_free(&st);
+  d9_mount_close(m);
+  d9_mount_close(sm);
+}
+
+static void test_qkv_fewer_groups_than_tp(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  check_qkv_ranks(dir, "q12g2", 12, 2, 192, 4); /* the qwen2 case: 2 ranks per group */
+  check_qkv_ranks(dir, "q16g2", 16, 2, 128, 8); /* 4 ranks per group, d = 8 */
+  check_qkv_ranks(dir, "q8g1", 8, 1, 64, 2);    /* one KV head (MQA) */
+  check_qkv_ranks(dir, "q12g4", 12, 4, 96, 2);  /* ng >= T: whole groups, as before */
+  tu_rmrf(dir);
+  free(dir);
+}
+
+/* Tied embeddings (the "shared" tied rule): as Megatron-Core with
+ * share_embeddings_and_output_weights, the full view and every pp = 1 rank
+ * have no output_layer.weight; with pp > 1 the last stage holds the
+ * embedding under that name (vocab-split like the embedding), the first
+ * stage the embedding itself. */
+static void test_tied_shared(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  char src[4200];
+  snprintf(src, sizeof src, "%s/tied", dir);
+  d9_gen_params p;
+  d9_gen_defaults(&p, "llama");
+  p.heads = 4, p.kv_heads = 2, p.hidden = 32, p.intermediate = 64, p.vocab = 101, p.layers = 2;
+  p.tied = 1, p.shards = 2;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  d9_diag diag = {0};
+  d9_mount *sm = open_source(src);
+  d9_mount *full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+  d9_mount *tp = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 2, 1, 1, 1, &diag);
+  d9_mount *pp = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 2, 1, 2, 4, &diag);
+  assert_non_null(full);
+  assert_non_null(tp);
+  assert_non_null(pp);
+  tree st, ft;
+  tree_load(sm, "", &st);
+  tree_load(full, "", &ft);
+  d9_st_tensor et, z;
+  const unsigned char *emb = get(&st, "model.embed_tokens.weight", &et);
+  assert_non_null(emb);
+  assert_null(get(&st, "lm_head.weight", &z));
+  assert_null(get(&ft, "output_layer.weight", &z));
+  assert_non_null(get(&ft, "embedding.word_embeddings.weight", &z));
+  for (int t = 0; t < 2; t++) {
+    char d[32];
+    tree rt;
+    snprintf(d, sizeof d, "ranks/tp%d", t);
+    tree_load(tp, d, &rt);
+    assert_null(get(&rt, "output_layer.weight", &z));
+    tree_free(&rt);
+    for (int s = 0; s < 2; s++) {
+      snprintf(d, sizeof d, "ranks/tp%d-pp%d", t, s);
+      tree_load(pp, d, &rt);
+      size_t n;
+      unsigned char *ref = ref_slice("vocab", emb, &et, t, 2, 4, &n);
+      const char *have = s ? "output_layer.weight" : "embedding.word_embeddings.weight";
+      const char *lack = s ? "embedding.word_embeddings.weight" : "output_layer.weight";
+      const unsigned char *x = get(&rt, have, &z);
+      assert_non_null(x);
+      assert_int_equal(z.end - z.begin, n);
+      assert_memory_equal(x, ref, n);
+      assert_null(get(&rt, lack, &z));
+      free(ref);
+      tree_free(&rt);
+    }
+  }
+  tree_free(&ft);
+  tree_free(&st);
+  d9_mount_close(pp);
+  d9_mount_close(tp);
+  d9_mount_close(full);
+  d9_mount_close(sm);
+  /* the flag set over an explicit lm_head.weight: still no output layer,
+   * and the dropped tensor is counted (d9dfs check: --reverse loses it) */
+  snprintf(src, sizeof src, "%s/tied-explicit", dir);
+  p.tied = 0;
+  assert_int_equal(d9_gen_write(src, &p, NULL), 0);
+  char cmd[4400];
+  snprintf(cmd, sizeof cmd, "sed -i 's/\"tie_word_embeddings\": false/\"tie_word_embeddings\": "
+           "true/' '%s/config.json'", src);
+  assert_int_equal(system(cmd), 0);
+  full = open_ranks(src, SPEC_DIR "/llama-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(full);
+  assert_int_equal(d9_mount_nshadowed(full), 1);
+  tree_load(full, "", &ft);
+  assert_null(get(&ft, "output_layer.weight", &z));
+  tree_free(&ft);
+  d9_mount_close(full);
   tu_rmrf(dir);
   free(dir);
 }
@@ -551,6 +720,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tp_styles),
       cmocka_unit_test(test_divisibility_errors),
+      cmocka_unit_test(test_qkv_fewer_groups_than_tp),
+      cmocka_unit_test(test_tied_shared),
       cmocka_unit_test(test_pipeline),
       cmocka_unit_test(test_experts),
       cmocka_unit_test(test_expert_tp),

@@ -104,9 +104,34 @@ for P in 2 3; do
 done
 rank_trees "tp=2,ep=2,etp=2: each rank's experts split by TP too (fc1 gated, fc2 row)" \
   "$msrc" mixtral-to-megatron.json tp=2,ep=2,etp=2 etp 2
-out=$("$D9DFS" plan "$rsrc" "$SPECS/llama-to-megatron.json" -o tp=16 2>&1) && st=0 || st=$?
-check "tp=16 with 8 KV groups: refused with the tensor, style and sizes" bash -c \
-  "[ $st -ne 0 ] && grep -q 'linear_qkv.weight.*style qkv.*8 kv groups are not divisible by tp=16' <<<'$out'"
+out=$("$D9DFS" plan "$rsrc" "$SPECS/llama-to-megatron.json" -o tp=32 2>&1) && st=0 || st=$?
+check "tp=32 with 16 heads: refused with the tensor, style and sizes" bash -c \
+  "[ $st -ne 0 ] && grep -q 'linear_qkv.*style qkv.*16 attention heads are not divisible by tp=32' <<<'$out'"
+# fewer KV groups than TP ranks (the Qwen2 case: 2 groups, tp=4) and tied
+# embeddings: the reference, then Megatron-Bridge's own splits when the peer
+# venv (torch, megatron-core, megatron-bridge) is there: D9DFS_PEER_PYTHON,
+# default .venv-peer/bin/python
+qsrc=$WORK/ranks-qwen2
+"$D9GEN" --family qwen2 --layers 2 --hidden 192 --heads 12 --kv-heads 2 --intermediate 256 --vocab 1000 --dtype F32 --shards 2 "$qsrc" >/dev/null
+rank_trees "tp=4 with 2 KV groups (qwen2, tied): rank trees equal the reference" \
+  "$qsrc" llama-to-megatron.json tp=4 tp 4
+rank_trees "pp=2 tied: the last stage holds the embedding as output_layer" \
+  "$qsrc" llama-to-megatron.json pp=2 pp 2
+PEER_PY=${D9DFS_PEER_PYTHON:-$HERE/.venv-peer/bin/python}
+if [ -x "$PEER_PY" ] && "$PEER_PY" -c "import torch, megatron.core" 2>/dev/null; then
+  usrc=$WORK/ranks-untied
+  "$D9GEN" --family llama --layers 2 --hidden 128 --heads 8 --kv-heads 2 --intermediate 192 --vocab 512 --tied 0 --dtype F32 --shards 2 "$usrc" >/dev/null
+  for q in "$qsrc tp=4" "$qsrc tp=2" "$usrc tp=8"; do
+    set -- $q
+    mnt=$WORK/peer-${1##*/}-${2#tp=}
+    do_mount "$1" "$SPECS/llama-to-megatron.json" "$mnt" -o "$2"
+    check "$2 ${1##*/}: every rank's splits equal Megatron-Bridge's, byte for byte" \
+      "$PEER_PY" "$HERE/tests/py/check_ranks_peer.py" "$mnt" "$1" "${2#tp=}"
+    fusermount3 -u "$mnt"
+  done
+else
+  echo "skip - Megatron-Bridge parity: no peer venv at $PEER_PY (torch, megatron-core, megatron-bridge)"
+fi
 
 # lifecycle: SIGTERM and SIGINT unmount cleanly, exit 0
 src=$WORK/llama

@@ -51,8 +51,10 @@ def megatron_reference(S, cfg):
     ng = cfg.get("num_key_value_heads") or nh
     d = cfg.get("head_dim") or cfg["hidden_size"] // nh
     out = {"embedding.word_embeddings.weight": S["model.embed_tokens.weight"],
-           "decoder.final_layernorm.weight": S["model.norm.weight"],
-           "output_layer.weight": S.get("lm_head.weight", S["model.embed_tokens.weight"])}
+           "decoder.final_layernorm.weight": S["model.norm.weight"]}
+    if not cfg.get("tie_word_embeddings"):
+        # tied: Megatron-Core's shared embedding, no output layer of its own
+        out["output_layer.weight"] = S["lm_head.weight"]
     for L in range(cfg["num_hidden_layers"]):
         p, t = f"model.layers.{L}.", f"decoder.layers.{L}."
         for suf in ("weight", "bias"):

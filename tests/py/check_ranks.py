@@ -9,6 +9,12 @@ split by TP as well: fc1 gated, fc2 row).
 With --amplification, also read all of ranks/tp1 and check the source
 bytes pulled (stats.json) against 1.1 x (split / T + replicated).
 
+linear_qkv under tp is built head by head from the source q, k, v
+(qkv_rank): Megatron-Core keeps it one column-parallel tensor, so with
+fewer KV groups than ranks, T/groups ranks share each group's rows. With
+tie_word_embeddings set there is no output_layer.weight, except on the last
+stage when pp > 1 (the embedding, as Megatron keeps a copy there).
+
 usage: check_ranks.py MNT SRC tp|ep|pp|etp N [--amplification]
 """
 import glob
@@ -26,6 +32,22 @@ from check_megatron import load_dir, megatron_reference  # noqa: E402
 def share(total, r, n):
     base, rem = divmod(total, n)
     return r * base + min(r, rem), base + (1 if r < rem else 0)
+
+
+def qkv_rank(q, k, v, nh, ng, d, t, T):
+    """Rank t's linear_qkv: the groups it touches laid out whole ([q heads
+    of the group; k; v]), then its piece of them: all of them when
+    ng >= T (groups t*ng/T ...), else piece t % (T/ng) of group t // (T/ng)."""
+    g = nh // ng
+    if ng >= T:
+        gs, piece, at = range(t * ng // T, (t + 1) * ng // T), None, 0
+    else:
+        m = T // ng
+        gs, piece = [t // m], (g + 2) * d // m
+        at = (t % m) * piece
+    blk = np.concatenate([np.concatenate([q[i * g * d:(i + 1) * g * d], k[i * d:(i + 1) * d],
+                                          v[i * d:(i + 1) * d]], 0) for i in gs], 0)
+    return blk if piece is None else blk[at:at + piece]
 
 
 def tp_slice(name, a, r, T):
@@ -75,6 +97,15 @@ def main(mnt, src, kind, n, *flags):
         R, _ = load_dir(d)
         if kind == "tp":
             want = {k: tp_slice(k, v, r, n) for k, v in F.items()}
+            nh = cfg["num_attention_heads"]
+            ng = cfg.get("num_key_value_heads") or nh
+            hd = cfg.get("head_dim") or cfg["hidden_size"] // nh
+            for L in range(nl):
+                for suf in ("weight", "bias"):
+                    p = f"model.layers.{L}.self_attn."
+                    if p + f"q_proj.{suf}" in S:
+                        want[f"decoder.layers.{L}.self_attention.linear_qkv.{suf}"] = qkv_rank(
+                            *(S[p + f"{x}_proj.{suf}"] for x in "qkv"), nh, ng, hd, r, n)
         elif kind in ("ep", "etp"):
             E = cfg["num_local_experts"]
             e_rank, t_rank, T = (r, 0, 1) if kind == "ep" else (re, r, n)
@@ -100,6 +131,8 @@ def main(mnt, src, kind, n, *flags):
                         want[k] = v
                 elif r == n - 1:
                     want[k] = v
+            if cfg.get("tie_word_embeddings") and r == n - 1:
+                want["output_layer.weight"] = F["embedding.word_embeddings.weight"]
         assert set(R) == set(want), f"{d}: extra {sorted(set(R) - set(want))[:4]} missing {sorted(set(want) - set(R))[:4]}"
         for k in want:
             assert R[k].shape == want[k].shape and R[k].tobytes() == want[k].tobytes(), f"{d}: {k} differs"
