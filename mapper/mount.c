@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "applies.h"
 #include "catalog.h"
+#include "config_patch.h"
 #include "kernels/cuda/cuda.h"
 #include "eval.h"
 #include "graph.h"
@@ -212,28 +214,6 @@ static int pick_device(const char *dev, d9_diag *diag) {
                       "(use device=cpu or auto)", dev);
 }
 
-/* --reverse on a tree whose config.json d9dfs patched: serve (and take
- * params from) the original config. */
-static int restore_config(d9_catalog *c, d9_diag *diag) {
-  cJSON *orig;
-  int rc = d9_spec_undo_config(c->config, &orig);
-  if (rc <= 0) return rc ? d9_diag_fail(diag, ENOMEM, "config.json: out of memory") : 0;
-  char *text = cJSON_Print(orig);
-  char *nl = text ? realloc(text, strlen(text) + 2) : NULL;
-  if (!nl) {
-    free(text);
-    cJSON_Delete(orig);
-    return d9_diag_fail(diag, ENOMEM, "config.json: out of memory");
-  }
-  strcat(nl, "\n");
-  cJSON_Delete(c->config);
-  free(c->config_text);
-  c->config = orig;
-  c->config_text = nl;
-  c->config_len = strlen(nl);
-  return 0;
-}
-
 int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   int rc;
   char *text = NULL;
@@ -267,7 +247,7 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
   m->spec->lenient = o->lenient;
   if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
-  if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
+  if (o->reverse && m->cat->config && (rc = d9_config_restore(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
     if ((rc = d9_spec_resolve_params(m->fwd_spec, m->cat->config, diag)) ||
@@ -277,8 +257,15 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
     }
   }
   if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
+  const d9_spec *as_written = o->reverse ? m->fwd_spec : m->spec;
+  d9_diag warn = {0};
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, NULL, o->force, &warn, diag)))
+    goto fail;
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, m->graph, o->force, &warn, diag)))
+    goto fail;
+  if (warn.set) fprintf(stderr, "d9dfs: warning: %s\n", warn.msg);
   if ((rc = d9_plan_build(m->spec, m->cat, m->graph->targets, m->graph->ntargets, &m->plan,
                           diag)))
     goto fail;
