@@ -214,12 +214,12 @@ int d9_applies_check(const d9_spec *s, int reverse, const d9_catalog *c, const d
                      int force, d9_diag *warn, d9_diag *diag) {
   char msg[MSG_MAX];
   if (g) {
-    if (!s->nrules) return 0;
+    if (!s->nrules || reverse || g->nignored) return 0;
     for (int i = 0; i < g->ntargets; i++)
       if (g->targets[i].rule) return 0;
     snprintf(msg, MSG_MAX, "%s transforms nothing in this source: no tensor matches %s of its "
-             "%d rule%s%s", s->path, s->nrules == 1 ? "the pattern" : "any", s->nrules,
-             s->nrules == 1 ? "" : "s", reverse ? " (reversed)" : "");
+             "%d rule%s", s->path, s->nrules == 1 ? "the pattern" : "any", s->nrules,
+             s->nrules == 1 ? "" : "s");
     return mismatch(force, warn, diag, msg);
   }
   const d9_applies *a = s->applies;

@@ -19,12 +19,14 @@
  * The check (d9_applies_check) runs twice at mount and plan time: before the
  * graph is built (config.json, the source tensors' names and dtypes), and
  * after (some rule must make a tensor: a spec with rules of which none has
- * an instance in this source, every tensor only passed through, transforms
- * nothing and is refused too). Under --reverse only model_type and
- * architectures are checked, against the original config.json (the undo
- * record of a patched config applied): the tree is in the spec's target
- * layout, so "tensors" and "dtypes", which describe the source layout, do
- * not apply; the rule-instance check then counts the reversed rules.
+ * an instance in this source and no "ignore" pattern that drops one - every
+ * tensor only passed through - transforms nothing and is refused too).
+ * Under --reverse only model_type and architectures are checked, against
+ * the original config.json (the undo record of a patched config applied;
+ * model_type survives every shipped spec): the tree is in the spec's
+ * target layout, so "tensors", "dtypes" and the rule instances, which
+ * describe a forward conversion, are not checked (a reversed tied rule may
+ * rightly make nothing: it drops the materialised tensor).
  */
 #ifndef D9_APPLIES_H
 #define D9_APPLIES_H
@@ -53,10 +55,10 @@ int d9_applies_parse(d9_spec *s, d9_diag *diag);
 
 /* Check that spec s (as written, forward; reverse: mounted with --reverse)
  * applies to the source c. With g == NULL the source checks run
- * (config.json, tensors, dtypes); with g, the graph built from s (or from
- * its reverse) must hold a target made by a rule - unless s has no rules
- * (a pass-through spec such as identity.json). A spec without "applies_to"
- * is checked for rule instances only.
+ * (config.json, tensors, dtypes); with g (forward only), the graph built
+ * from s must hold a target made by a rule or have ignored a tensor -
+ * unless s has no rules (a pass-through spec such as identity.json). A
+ * spec without "applies_to" is checked for rule instances only.
  *
  * On a mismatch: without force, returns -EMEDIUMTYPE with diag holding one
  * line that names the spec file, what it expects and what the source has
