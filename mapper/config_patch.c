@@ -224,6 +224,10 @@ static void cut_members(const char *t, const object *o, const int *cut, edit *e,
   int f = 0, any_kept = 0;
   while (f < o->n && cut[f]) f++;
   any_kept = f < o->n;
+  if (!any_kept && !layout && o->n) { /* undo: the object was empty */
+    e[(*ne)++] = (edit){o->open + 1, o->close, "", 0};
+    return;
+  }
   for (int i = 0; i < o->n; i++) {
     if (!cut[i]) continue;
     const member *m = &o->m[i];
