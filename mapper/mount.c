@@ -258,14 +258,15 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   }
   if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
   const d9_spec *as_written = o->reverse ? m->fwd_spec : m->spec;
-  d9_diag warn = {0};
-  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, NULL, o->force, &warn, diag)))
+  d9_diag warn[2] = {{0}}; /* --force: the applies_to mismatch, the rule-instance one */
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, NULL, o->force, &warn[0], diag)))
     goto fail;
+  if (warn[0].set) fprintf(stderr, "d9dfs: warning: %s\n", warn[0].msg);
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
-  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, m->graph, o->force, &warn, diag)))
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, m->graph, o->force, &warn[1], diag)))
     goto fail;
-  if (warn.set) fprintf(stderr, "d9dfs: warning: %s\n", warn.msg);
+  if (warn[1].set) fprintf(stderr, "d9dfs: warning: %s\n", warn[1].msg);
   if ((rc = d9_plan_build(m->spec, m->cat, m->graph->targets, m->graph->ntargets, &m->plan,
                           diag)))
     goto fail;
