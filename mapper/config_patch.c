@@ -114,16 +114,21 @@ static size_t skip_value(const char *t, size_t i, size_t n) {
   return 0;
 }
 
-static char *decode_key(const char *t, size_t k, size_t kend) {
+/* The key t[k, kend) (quotes included) decoded into *out (malloc'd).
+ * 0, -EINVAL (a bad escape) or -ENOMEM. */
+static int decode_key(const char *t, size_t k, size_t kend, char **out) {
   if (!memchr(t + k + 1, '\\', kend - k - 2)) {
     char *s = malloc(kend - k - 1);
-    if (s) memcpy(s, t + k + 1, kend - k - 2), s[kend - k - 2] = 0;
-    return s;
+    if (!s) return -ENOMEM;
+    memcpy(s, t + k + 1, kend - k - 2), s[kend - k - 2] = 0;
+    *out = s;
+    return 0;
   }
   cJSON *j = cJSON_ParseWithLength(t + k, kend - k);
-  char *s = cJSON_IsString(j) ? strdup(j->valuestring) : NULL;
-  cJSON_Delete(j);
-  return s;
+  int rc = cJSON_IsString(j) ? 0 : -EINVAL;
+  if (!rc && !(*out = strdup(j->valuestring))) rc = -ENOMEM;
+  cJSON_Delete(j); /* cJSON's own failures read as -EINVAL: the text was checked before */
+  return rc;
 }
 
 /* The members of the object at t[at..] (after whitespace). 0, -EINVAL
@@ -149,7 +154,9 @@ static int scan_object(const char *t, size_t at, size_t n, object *o) {
       if (!m) goto oom;
       o->m = m;
     }
-    if (!(mb.key = decode_key(t, mb.k, kend))) goto oom;
+    int rc = decode_key(t, mb.k, kend, &mb.key);
+    if (rc == -ENOMEM) goto oom;
+    if (rc) goto bad;
     o->m[o->n++] = mb;
     i = skip_ws(t, mb.vend, n);
     if (i < n && t[i] == ',') i = skip_ws(t, i + 1, n);
@@ -274,6 +281,13 @@ static size_t append_at(const object *o, const int *cut, const char **lead) {
   return o->n ? o->m[0].k : o->open + 1;
 }
 
+/* 1 if some member is not cut. */
+static int lead_kept(const object *o, const int *cut) {
+  for (int i = 0; i < o->n; i++)
+    if (!cut[i]) return 1;
+  return 0;
+}
+
 /* One new member "key": value (value_text of vlen bytes) into b. */
 static void add_member(sbuf *b, int first, const char *lead, const sbuf *sep,
                        const sbuf *colon, const char *key, const char *value, size_t vlen) {
@@ -373,6 +387,10 @@ int d9_spec_apply_config(const d9_spec *s, const d9_catalog *c, char **out, size
   sb_add(&rec, added.s, added.n);
   sb_str(&rec, ", \"layout\": ");
   sb_add(&rec, layout.s, layout.n);
+  if (!lead_kept(&o, cut)) { /* no member left: the bytes between the braces */
+    sb_str(&rec, ", \"inner\": ");
+    sb_json_string(&rec, t + o.open + 1, o.close - o.open - 1);
+  }
   sb_str(&rec, "}");
   if (rec.oom) goto out;
   add_member(&adds, nadd == 0, lead, &sep, &colon, D9_CONFIG_UNDO_KEY, rec.s, rec.n);
@@ -482,9 +500,18 @@ int d9_spec_undo_config(const char *t, size_t n, char **out, size_t *len) {
     const member *old = raw_of(&rep, o.m[i].key);
     if (old && !cut[i]) e[ne++] = (edit){o.m[i].v, o.m[i].vend, t + old->v, old->vend - old->v};
   }
-  cut_members(t, &o, cut, e, &ne, NULL);
+  /* no member was kept: the record has the bytes between the braces */
+  const cJSON *inner = cJSON_GetObjectItemCaseSensitive(rec, "inner");
+  int whole = cJSON_IsString(inner) && !lead_kept(&o, cut);
+  if (whole) {
+    ne = 0;
+    e[ne++] = (edit){o.open + 1, o.close, inner->valuestring, strlen(inner->valuestring)};
+  } else {
+    cut_members(t, &o, cut, e, &ne, NULL);
+  }
   apply_edits(t, n, e, ne, &cur);
   if (cur.oom) goto done;
+  if (whole) goto restored;
   /* removed members back in place: those that stood before the first kept
    * member from the last one down, then the others in order */
   for (int pass = 0; pass < 2; pass++)
@@ -501,6 +528,7 @@ int d9_spec_undo_config(const char *t, size_t n, char **out, size_t *len) {
         (rc = put_back(&cur, rep.m[j].key, t + rep.m[j].v, rep.m[j].vend - rep.m[j].v, NULL)))
       goto done;
   }
+restored:
   *out = cur.s, *len = cur.n;
   cur.s = NULL;
   rc = 1;

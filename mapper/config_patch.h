@@ -25,7 +25,8 @@
  *               | {"before": next key, "head": ..., "trail": ",\n  "}, ...}}
  * Old values are copied byte for byte; "layout" holds the bytes around each
  * removed member and its neighbour, so that --reverse puts it back where it
- * was: the original file comes back byte for byte. A record without
+ * was: the original file comes back byte for byte (when no member is left,
+ * "inner" holds the bytes between the braces). A record without
  * "layout" (written by an older d9dfs) still restores every value; its
  * removed members are then appended at the end. A config patched twice
  * (converted twice) carries the first record as an ordinary removed
