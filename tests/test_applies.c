@@ -377,6 +377,33 @@ static void test_shipped_families(void **state) {
   for (int f = 0; f <= NFAM; f++) free(dirs[f]);
 }
 
+/* --reverse checks the family against the (restored) config.json too: a
+ * tree whose config says llama is refused by the reversed mixtral spec;
+ * the reversed llama spec passes the check (and then fails on the tensors,
+ * since this tree is not in its target layout). */
+static void test_shipped_reverse(void **state) {
+  (void)state;
+  char *dl = gen("llama-rev", "llama", D9_BF16);
+  static const struct {
+    const char *spec;
+    int refused;
+  } cases[] = {{"mixtral-to-megatron.json", 1}, {"gemma-to-standard-norms.json", 1},
+               {"llama-to-megatron.json", 0}};
+  for (int i = 0; i < 3; i++) {
+    char spec[4300];
+    snprintf(spec, sizeof spec, "%s/mounts/%s", D9DFS_SOURCE_DIR, cases[i].spec);
+    d9_mount_opts o = {.src_dir = dl, .spec_path = spec, .reverse = 1};
+    d9_mount *m = NULL;
+    d9_diag diag = {0};
+    int rc = d9_mount_open(&o, &m, &diag);
+    d9_mount_close(m);
+    if (cases[i].refused ? rc != -EMEDIUMTYPE || !strstr(diag.msg, "config.json says llama (")
+                         : rc == -EMEDIUMTYPE)
+      fail_msg("%s reversed on llama: rc %d '%s'", cases[i].spec, rc, diag.msg);
+  }
+  free(dl);
+}
+
 static int setup(void **state) {
   (void)state;
   workdir = tu_tmpdir();
@@ -397,6 +424,7 @@ int main(void) {
       cmocka_unit_test(test_check_graph),
       cmocka_unit_test(test_shipped_declare),
       cmocka_unit_test(test_shipped_families),
+      cmocka_unit_test(test_shipped_reverse),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
