@@ -303,23 +303,46 @@ static void add_member(sbuf *b, int first, const char *lead, const sbuf *sep,
 typedef struct setting {
   const char *key;
   const cJSON *value;
+  const char *raw; /* the value as the spec writes it, or NULL */
 } setting;
+
+int d9_config_set_raw(d9_spec *s, const char *text, size_t len, d9_diag *diag) {
+  object top, cfg = {0}, set = {0};
+  int rc = scan_object(text, 0, len, &top), k;
+  if (rc) goto out;
+  if ((k = find(&top, "config")) < 0 || (rc = scan_object(text, top.m[k].v, top.m[k].vend, &cfg)))
+    goto out;
+  if ((k = find(&cfg, "set")) < 0 || (rc = scan_object(text, cfg.m[k].v, cfg.m[k].vend, &set)))
+    goto out;
+  if (set.n != cJSON_GetArraySize(s->config_set)) goto out;
+  const char **raw = d9_arena_calloc(s->arena, (size_t)set.n + 1, sizeof *raw);
+  rc = raw ? 0 : -ENOMEM;
+  for (int i = 0; raw && i < set.n; i++)
+    if (!(raw[i] = d9_arena_strndup(s->arena, text + set.m[i].v, set.m[i].vend - set.m[i].v)))
+      rc = -ENOMEM;
+  if (!rc) s->config_set_raw = raw;
+out:
+  object_free(&top), object_free(&cfg), object_free(&set);
+  return rc == -ENOMEM ? d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path) : 0;
+}
 
 /* The spec's "set" with torch_dtype/dtype treated as one setting. */
 static int settings(const d9_spec *s, const object *o, setting *out, int max) {
   static const char *const alias[2] = {"torch_dtype", "dtype"};
-  int n = 0;
+  int n = 0, i = -1;
   const cJSON *e;
   cJSON_ArrayForEach(e, s->config_set) {
+    i++;
     if (!strcmp(e->string, D9_CONFIG_UNDO_KEY) || n + 2 > max) continue;
+    const char *raw = s->config_set_raw ? s->config_set_raw[i] : NULL;
     int a = !strcmp(e->string, alias[0]) ? 0 : !strcmp(e->string, alias[1]) ? 1 : -1;
     if (a < 0 || cJSON_GetObjectItemCaseSensitive(s->config_set, alias[!a])) {
-      out[n++] = (setting){e->string, e};
+      out[n++] = (setting){e->string, e, raw};
       continue;
     }
     int self = find(o, alias[a]) >= 0, other = find(o, alias[!a]) >= 0;
-    if (other) out[n++] = (setting){alias[!a], e};
-    if (self || !other) out[n++] = (setting){alias[a], e};
+    if (other) out[n++] = (setting){alias[!a], e, raw};
+    if (self || !other) out[n++] = (setting){alias[a], e, raw};
   }
   return n;
 }
@@ -352,7 +375,8 @@ int d9_spec_apply_config(const d9_spec *s, const d9_catalog *c, char **out, size
   nset = settings(s, &o, set, maxset);
   separators(t, &o, &sep, &colon);
   for (int i = 0; i < nset; i++) {
-    if (!(printed[i] = cJSON_PrintUnformatted(set[i].value))) goto out;
+    printed[i] = set[i].raw ? strdup(set[i].raw) : cJSON_PrintUnformatted(set[i].value);
+    if (!printed[i]) goto out;
     if ((k = find(&o, set[i].key)) >= 0) {
       act[k] = 2; /* set wins over delete: replaced in place */
       e[ne++] = (edit){o.m[k].v, o.m[k].vend, printed[i], strlen(printed[i])};
@@ -403,7 +427,7 @@ int d9_spec_apply_config(const d9_spec *s, const d9_catalog *c, char **out, size
   res.s = NULL;
   rc = 0;
 out:
-  for (int i = 0; printed && i < maxset; i++) cJSON_free(printed[i]);
+  for (int i = 0; printed && i < maxset; i++) free(printed[i]); /* cJSON's hooks are malloc's */
   free(printed), free(set), free(act), free(cut), free(e);
   free(removed.s), free(replaced.s), free(added.s), free(layout.s), free(adds.s);
   free(sep.s), free(colon.s), free(rec.s), free(res.s);

@@ -9,9 +9,8 @@
  * member is appended after the last one, written with the file's own
  * separator and indentation (",\n  \"key\": value" for a two-space file).
  * Untouched values keep their bytes, so numbers stay exactly as written
- * ("rope_theta": 10000.0 stays 10000.0). A new value is printed compactly
- * from the spec (cJSON: integers without a point, other numbers with up to
- * 17 significant digits).
+ * ("rope_theta": 10000.0 stays 10000.0). A new value is the spec's text
+ * of it, as written there.
  *
  * "torch_dtype" and "dtype" (as transformers v5 writes it) are one setting
  * under two names: setting either one (and not the other) replaces
@@ -44,6 +43,12 @@
 #include "spec.h"
 
 #define D9_CONFIG_UNDO_KEY "_d9dfs_config_patch"
+
+/* Keep the text of each "config"."set" value of the spec text[0..len) that
+ * s was parsed from (s->config_set_raw, arena-owned), so that a patch
+ * writes numbers exactly as the spec does ("rope_theta": 500000.0). 0 or
+ * -ENOMEM; text that cannot be scanned leaves the values to be printed. */
+int d9_config_set_raw(d9_spec *s, const char *text, size_t len, d9_diag *diag);
 
 /* config.json of c (c->config_text, c->config_len; c->config its parse)
  * with s's patch applied: a malloc'd, NUL-terminated text in *out (*len

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "applies.h"
+#include "config_patch.h"
 #include "json_strict.h"
 #include "st_header.h"
 #include "expr.h"
@@ -458,6 +459,7 @@ int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
   if ((rc = d9_applies_parse(s, diag))) goto fail;
   if ((rc = parse_parallel_defaults(s, diag))) goto fail;
   if ((rc = parse_config_patch(s, diag))) goto fail;
+  if ((rc = d9_config_set_raw(s, text, len, diag))) goto fail;
   int64_t ver;
   if (d9_json_int(cJSON_GetObjectItemCaseSensitive(s->root, "d9dfs_spec"), 1, 1, &ver)) {
     rc = d9_diag_fail(diag, EINVAL, "%s: \"d9dfs_spec\": must be 1 (the format version)", path);

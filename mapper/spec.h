@@ -146,6 +146,8 @@ typedef struct d9_spec {
   const cJSON *config_set; /* "config": {"set": {...}}, borrowed from root; NULL = none */
   int nconfig_delete;
   const char **config_delete; /* "config": {"delete": [...]} */
+  const char **config_set_raw; /* each "set" value's text as written, in order; NULL = none
+                                  (config_patch.c) */
   const char *description;     /* "description", or NULL (applies.c) */
   const struct d9_applies *applies; /* "applies_to", or NULL = not declared (applies.h) */
 } d9_spec;

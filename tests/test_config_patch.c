@@ -180,6 +180,21 @@ static void test_dtype_alias(void **state) {
   d9_spec_destroy(s);
 }
 
+/* New values are written as the spec writes them: 500000.0 stays a float,
+ * 1e-6 keeps its exponent, escapes and spacing inside the value stay. */
+static void test_values_as_written(void **state) {
+  (void)state;
+  d9_spec *s = spec_from("{'d9dfs_spec':1,'config':{'set':{'rope_theta': 500000.0,"
+                         " 'eps':1e-6, 'o': {'a': 2.50, 'b': [0.0]}, 's': '\\u00e9'}}}");
+  size_t len;
+  char *out = patch(s, "{\n  \"rope_theta\": 10000.0,\n  \"s\": \"x\"\n}\n", &len);
+  assert_prefix(out, "{\n  \"rope_theta\": 500000.0,\n  \"s\": \"\\u00e9\",\n"
+                     "  \"eps\": 1e-6,\n  \"o\": {\"a\": 2.50, \"b\": [0.0]},\n");
+  undo_gives(out, "{\n  \"rope_theta\": 10000.0,\n  \"s\": \"x\"\n}\n");
+  free(out);
+  d9_spec_destroy(s);
+}
+
 /* Deleting the first members, the last one, or all; an empty object. */
 static void test_delete_positions(void **state) {
   (void)state;
@@ -366,6 +381,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deepseek_patch),
       cmocka_unit_test(test_dtype_alias),
+      cmocka_unit_test(test_values_as_written),
       cmocka_unit_test(test_delete_positions),
       cmocka_unit_test(test_twice_and_old_records),
       cmocka_unit_test(test_random_round_trips),
