@@ -430,12 +430,12 @@ static int check_logged(const d9_catalog *c, const char *name, int fd, const str
   return r;
 }
 
-void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text) {
+void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text, size_t len) {
   cJSON_Delete(c->config);
   free(c->config_text);
   c->config = config;
   c->config_text = text;
-  c->config_len = text ? strlen(text) : 0;
+  c->config_len = text ? len : 0;
 }
 
 int d9_catalog_check(const d9_catalog *c, int s) {

@@ -90,10 +90,10 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag);
 void d9_catalog_close(d9_catalog *c); /* accepts NULL */
 
-/* Serve config (taken; NULL for none) and its text (taken: malloc'd,
- * NUL-terminated) as the source's config.json from now on, freeing the
- * ones read at open. Call before the catalog is shared. */
-void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text);
+/* Serve config (taken; NULL for none) and its text (taken: malloc'd, len
+ * bytes) as the source's config.json from now on, freeing the ones read at
+ * open. Call before the catalog is shared. */
+void d9_catalog_set_config(d9_catalog *c, cJSON *config, char *text, size_t len);
 
 /* Tensor by exact name, or NULL. */
 const d9_src_tensor *d9_catalog_find(const d9_catalog *c, const char *name);

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "applies.h"
+#include "config_patch.h"
 #include "json_strict.h"
 #include "rank.h"
 
@@ -58,24 +60,6 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   return 0;
 }
 
-/* --reverse on a tree whose config.json d9dfs patched: serve (and take
- * params from) the original config. */
-static int restore_config(d9_catalog *c, d9_diag *diag) {
-  cJSON *orig;
-  int rc = d9_spec_undo_config(c->config, &orig);
-  if (rc <= 0) return rc ? d9_diag_fail(diag, ENOMEM, "config.json: out of memory") : 0;
-  char *text = cJSON_Print(orig);
-  char *nl = text ? realloc(text, strlen(text) + 2) : NULL;
-  if (!nl) {
-    free(text);
-    cJSON_Delete(orig);
-    return d9_diag_fail(diag, ENOMEM, "config.json: out of memory");
-  }
-  strcat(nl, "\n");
-  d9_catalog_set_config(c, orig, nl);
-  return 0;
-}
-
 int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   int rc;
   char *text = NULL;
@@ -100,7 +84,7 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_catalog_open_flags(o->src_dir, o->confine_links ? D9_CATALOG_CONFINE : 0,
                                   &m->cat, diag)))
     goto fail;
-  if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
+  if (o->reverse && m->cat->config && (rc = d9_config_restore(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
     if ((rc = d9_spec_resolve_params(m->fwd_spec, m->cat->config, diag)) ||
@@ -110,8 +94,16 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
     }
   }
   if (o->max_shard_size) m->spec->max_shard_size = o->max_shard_size;
+  const d9_spec *as_written = o->reverse ? m->fwd_spec : m->spec;
+  d9_diag warn[2] = {{0}}; /* --force: the applies_to mismatch, the rule-instance one */
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, NULL, o->force, &warn[0], diag)))
+    goto fail;
+  if (warn[0].set) fprintf(stderr, "d9dfs: warning: %s\n", warn[0].msg);
   if ((rc = d9_spec_resolve_params(m->spec, m->cat->config, diag))) goto fail;
   if ((rc = d9_graph_build(m->spec, m->cat, &m->graph, diag))) goto fail;
+  if ((rc = d9_applies_check(as_written, o->reverse, m->cat, m->graph, o->force, &warn[1], diag)))
+    goto fail;
+  if (warn[1].set) fprintf(stderr, "d9dfs: warning: %s\n", warn[1].msg);
   if ((rc = d9_plan_build(m->spec, m->cat, m->graph->targets, m->graph->ntargets, &m->plan,
                           diag)))
     goto fail;

@@ -26,6 +26,7 @@ typedef struct d9_mount_opts {
   const char *spec_path;  /* JSON mapping spec */
   int reverse;            /* present the spec's source layout from a target-layout checkpoint */
   int lenient;            /* mount despite validation findings (listed in .d9dfs/report.json) */
+  int force;              /* mount a spec whose "applies_to" does not fit SRC (warning on stderr) */
   int tp, ep, pp;         /* parallel sizes for ranks/ (0 or 1: none) */
   int etp;                /* expert tensor parallel size: 0 or 1 (experts whole), or tp */
   int vocab_divisible_by; /* style vocab pads rows to a multiple of this * tp (0/1: tp) */

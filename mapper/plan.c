@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config_patch.h"
+
 /* A growable string for the index JSON. */
 typedef struct sbuf {
   char *p;
@@ -209,17 +211,17 @@ static int add_copies(d9_plan *p, const d9_spec *s, const d9_catalog *c, int max
       char *text;
       size_t len;
       unsigned char *copy;
-      if (d9_spec_apply_config(s, c->config, &text, &len) ||
-          !(copy = d9_arena_alloc(p->arena, len + 1))) {
+      if ((rc = d9_spec_apply_config(s, c, &text, &len, diag))) break;
+      if (!(copy = d9_arena_alloc(p->arena, len + 1))) {
+        free(text);
         rc = d9_diag_fail(diag, ENOMEM, "config.json: out of memory");
         break;
       }
       memcpy(copy, text, len);
-      copy[len] = '\n';
       free(text);
-      vf->kind = D9_VF_BLOB; /* patched as the spec's "config" says */
+      vf->kind = D9_VF_BLOB; /* patched as the spec's "config" says (config_patch.h) */
       vf->bytes = copy;
-      vf->size = len + 1;
+      vf->size = len;
     } else if (!strcmp(names[i], "config.json") && c->config_text) {
       vf->kind = D9_VF_BLOB; /* the bytes the params were read from */
       vf->bytes = (const unsigned char *)c->config_text;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "applies.h"
+#include "config_patch.h"
 #include "json_strict.h"
 #include "op_table.h"
 #include "st_header.h"
@@ -433,73 +435,11 @@ static int parse_config_patch(d9_spec *s, d9_diag *diag) {
   return 0;
 }
 
-int d9_spec_apply_config(const d9_spec *s, const cJSON *config, char **out, size_t *len) {
-  cJSON *c = cJSON_Duplicate(config, 1), *undo = cJSON_CreateObject();
-  cJSON *removed = cJSON_AddObjectToObject(undo, "removed");
-  cJSON *replaced = cJSON_AddObjectToObject(undo, "replaced");
-  cJSON *added = cJSON_AddArrayToObject(undo, "added");
-  if (!c || !removed || !replaced || !added) goto oom;
-  /* a config patched before (converted twice): its record is an ordinary
-   * key to this patch, so the undo gives it back too */
-  cJSON *earlier = cJSON_DetachItemFromObjectCaseSensitive(c, D9_CONFIG_UNDO_KEY);
-  if (earlier) cJSON_AddItemToObject(replaced, D9_CONFIG_UNDO_KEY, earlier);
-  for (int i = 0; i < s->nconfig_delete; i++) {
-    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(c, s->config_delete[i]);
-    if (old) cJSON_AddItemToObject(removed, s->config_delete[i], old);
-  }
-  const cJSON *e;
-  cJSON_ArrayForEach(e, s->config_set) {
-    cJSON *v = cJSON_Duplicate(e, 1);
-    if (!v) goto oom;
-    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(c, e->string);
-    if (old) cJSON_AddItemToObject(replaced, e->string, old);
-    else cJSON_AddItemToArray(added, cJSON_CreateString(e->string));
-    cJSON_AddItemToObject(c, e->string, v);
-  }
-  /* what --reverse needs to give the original config back */
-  cJSON_AddItemToObject(c, D9_CONFIG_UNDO_KEY, undo);
-  undo = NULL;
-  char *text = cJSON_Print(c);
-  cJSON_Delete(c);
-  if (!text) return -ENOMEM;
-  *len = strlen(text);
-  *out = text;
-  return 0;
-oom:
-  cJSON_Delete(c);
-  cJSON_Delete(undo);
-  return -ENOMEM;
-}
-
-int d9_spec_undo_config(const cJSON *config, cJSON **out) {
-  const cJSON *undo = cJSON_GetObjectItemCaseSensitive(config, D9_CONFIG_UNDO_KEY), *e;
-  *out = NULL;
-  if (!cJSON_IsObject(undo)) return 0;
-  cJSON *c = cJSON_Duplicate(config, 1);
-  if (!c) return -ENOMEM;
-  cJSON_DeleteItemFromObjectCaseSensitive(c, D9_CONFIG_UNDO_KEY);
-  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(undo, "added"))
-    if (cJSON_IsString(e)) cJSON_DeleteItemFromObjectCaseSensitive(c, e->valuestring);
-  static const char *const back[] = {"replaced", "removed"};
-  for (int k = 0; k < 2; k++)
-    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(undo, back[k])) {
-      cJSON *v = cJSON_Duplicate(e, 1);
-      if (!v) {
-        cJSON_Delete(c);
-        return -ENOMEM;
-      }
-      cJSON_DeleteItemFromObjectCaseSensitive(c, e->string);
-      cJSON_AddItemToObject(c, e->string, v);
-    }
-  *out = c;
-  return 1;
-}
-
 int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
                   d9_diag *diag) {
   static const char *const keys[] = {"d9dfs_spec", "description", "params", "ignore",
                                      "rules", "passthrough", "strict", "output", "config",
-                                     "parallel", "pipeline"};
+                                     "parallel", "pipeline", "applies_to"};
   d9_spec *s = calloc(1, sizeof *s);
   if (!s || !(s->arena = d9_arena_create())) {
     free(s);
@@ -513,9 +453,11 @@ int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
     rc = d9_diag_fail(diag, EINVAL, "%s: the spec must be a json object", path);
     goto fail;
   }
-  if ((rc = check_keys(s->root, keys, 11, path, "top level", diag))) goto fail;
+  if ((rc = check_keys(s->root, keys, 12, path, "top level", diag))) goto fail;
+  if ((rc = d9_applies_parse(s, diag))) goto fail;
   if ((rc = parse_parallel_defaults(s, diag))) goto fail;
   if ((rc = parse_config_patch(s, diag))) goto fail;
+  if ((rc = d9_config_set_raw(s, text, len, diag))) goto fail;
   int64_t ver;
   if (d9_json_int(cJSON_GetObjectItemCaseSensitive(s->root, "d9dfs_spec"), 1, 1, &ver)) {
     rc = d9_diag_fail(diag, EINVAL, "%s: \"d9dfs_spec\": must be 1 (the format version)", path);

@@ -154,6 +154,10 @@ typedef struct d9_spec {
   const cJSON *config_set; /* "config": {"set": {...}}, borrowed from root; NULL = none */
   int nconfig_delete;
   const char **config_delete; /* "config": {"delete": [...]} */
+  const char **config_set_raw; /* each "set" value's text as written, in order; NULL = none
+                                  (config_patch.c) */
+  const char *description;     /* "description", or NULL (applies.c) */
+  const struct d9_applies *applies; /* "applies_to", or NULL = not declared (applies.h) */
 } d9_spec;
 
 /* The inverse spec of f (see spec_reverse.c). It borrows f's strings, so f
@@ -161,18 +165,6 @@ typedef struct d9_spec {
  * expressions, evaluated with config); the caller resolves the reversed
  * spec's params again. 0 or -errno. */
 int d9_spec_reverse(const d9_spec *f, const cJSON *config, d9_spec **out, d9_diag *diag);
-
-/* config.json with the spec's patches applied, printed (malloc'd; caller
- * frees with free()). Only called when the spec has patches. What was
- * removed or replaced is kept under D9_CONFIG_UNDO_KEY so that --reverse
- * can give the original back. 0 or -ENOMEM. */
-#define D9_CONFIG_UNDO_KEY "_d9dfs_config_patch"
-int d9_spec_apply_config(const d9_spec *s, const cJSON *config, char **out, size_t *len);
-
-/* The original of a patched config (D9_CONFIG_UNDO_KEY applied backwards):
- * returns 1 with *out a new tree, 0 (and *out NULL) when config carries no
- * undo record, or -ENOMEM. */
-int d9_spec_undo_config(const cJSON *config, cJSON **out);
 
 /* Parse spec text. Returns 0 or -EINVAL with diag naming the spec path
  * and location. */

@@ -34,6 +34,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "mapper/config_patch.h"
 #include "mapper/eval.h"
 #include "mapper/graph.h"
 #include "mapper/json_strict.h"
@@ -196,11 +197,7 @@ static void build(built *b, const char *src, const char *spec_path, int reverse)
   int rc = d9_read_small_file(AT_FDCWD, spec_path, 1 << 20, &text, &len, &diag);
   if (!rc) rc = d9_spec_parse(text, len, spec_path, reverse ? &b->fwd : &b->spec, &diag);
   if (!rc) rc = d9_catalog_open(src, &b->cat, &diag);
-  cJSON *orig = NULL;
-  if (!rc && reverse && b->cat->config && d9_spec_undo_config(b->cat->config, &orig) > 0) {
-    cJSON_Delete(b->cat->config);
-    b->cat->config = orig;
-  }
+  if (!rc && reverse) rc = d9_config_restore(b->cat, &diag);
   if (!rc && reverse && !(rc = d9_spec_resolve_params(b->fwd, b->cat->config, &diag)))
     rc = d9_spec_reverse(b->fwd, b->cat->config, &b->spec, &diag);
   if (!rc) rc = d9_spec_resolve_params(b->spec, b->cat->config, &diag);

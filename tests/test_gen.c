@@ -361,10 +361,10 @@ static const char *str(cJSON *j, const char *k) {
 /* The fields every family writes. */
 static void check_config(cJSON *j, const d9_gen_params *p) {
   static const char *const mtypes[] = {"llama", "qwen2", "mixtral",
-                                       "qwen3_moe", "llama", "gemma"};
+                                       "qwen3_moe", "deepseek_v3", "gemma"};
   static const char *const archs[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
-      "Qwen3MoeForCausalLM", "LlamaForCausalLM", "GemmaForCausalLM"};
+      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM"};
   const char *mtype = mtypes[p->family], *arch = archs[p->family];
   int tied = want_tied(p);
   assert_string_equal(str(j, "model_type"), mtype);

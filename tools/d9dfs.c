@@ -11,8 +11,8 @@
 #include "cli.h"
 
 static const char usage[] =
-    "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]] [--reverse] [--lenient]\n"
-    "       d9dfs plan SRC SPEC [--reverse] [--lenient]\n"
+    "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]] [--reverse] [--lenient] [--force]\n"
+    "       d9dfs plan SRC SPEC [--reverse] [--lenient] [--force]\n"
     "       d9dfs check SRC SPEC\n"
     "       d9dfs convert SRC SPEC OUTDIR\n"
     "       d9dfs cat SRC SPEC FILE [OFFSET LENGTH]\n"
@@ -25,6 +25,7 @@ static const char usage[] =
     "\n"
     "--reverse presents a checkpoint in SPEC's target layout in its source layout;\n"
     "--lenient mounts despite validation findings (listed in .d9dfs/report.json);\n"
+    "--force (-o force) uses SPEC although its applies_to does not fit SRC (warning);\n"
     "check converts forward then reverse and compares every tensor with SRC.\n"
     "\n"
     "mount options:\n"
@@ -87,6 +88,7 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     if (!strcmp(tok, "readahead") && eq && !parse_u(eq, 0, 1 << 20, &v)) fo->readahead_kb = (int)v;
     else if (!strcmp(tok, "max_read") && eq && !parse_u(eq, 4, 1024, &v)) fo->max_read_kb = (unsigned)v;
     else if (!strcmp(tok, "single_thread") && !eq) fo->single_thread = 1;
+    else if (!strcmp(tok, "force") && !eq) mo->force = 1;
     else if (!strcmp(tok, "splice") && !eq) fo->splice = 1;
     else if (!strcmp(tok, "no_splice") && !eq) fo->splice = 0;
     else if (!strcmp(tok, "direct_io") && !eq) fo->direct_io = 1;
@@ -129,6 +131,7 @@ static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_mount_op
     else if (!strcmp(a, "-d")) fo->debug = fo->foreground = 1, mo->verbose = 1;
     else if (!strcmp(a, "--reverse")) mo->reverse = 1;
     else if (!strcmp(a, "--lenient")) mo->lenient = 1;
+    else if (!strcmp(a, "--force")) mo->force = 1;
     else if (!strcmp(a, "--strict")) mo->lenient = 0;
     else if (!strcmp(a, "--keep")) *keep = 1;
     else if (!strcmp(a, "-o") || !strncmp(a, "-o", 2)) {

@@ -641,9 +641,9 @@ static int write_config(const char *dir, const resolved *r,
                         const d9_gen_params *p, d9_diag *diag) {
   static const char *const arch[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
-      "Qwen3MoeForCausalLM", "LlamaForCausalLM", "GemmaForCausalLM"};
+      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM"};
   static const char *const mtype[] = {"llama", "qwen2", "mixtral",
-                                      "qwen3_moe", "llama", "gemma"};
+                                      "qwen3_moe", "deepseek_v3", "gemma"};
   const char *tdt = r->dt == D9_F32 ? "float32"
                     : r->dt == D9_F16 ? "float16" : "bfloat16";
   sbuf b = {0};

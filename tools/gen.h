@@ -30,7 +30,10 @@
  *
  * deepseek_fp8 is llama-shaped; its 2-D layer linears (q/k/v/o and
  * gate/up/down) are F8_E4M3, everything else is in `dtype`. With shards >=
- * 2 at least one weight and its scale land in different files.
+ * 2 at least one weight and its scale land in different files. Its
+ * config.json says model_type "deepseek_v3" (DeepseekV3ForCausalLM), the
+ * family whose FP8 format it has; the others their HF names (llama, qwen2,
+ * mixtral, qwen3_moe, gemma).
  *
  * Values depend only on (seed, tensor name), never on sharding: a
  * splitmix64 stream seeded from seed ^ FNV-1a(name) yields uniform u in
