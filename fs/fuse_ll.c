@@ -54,6 +54,7 @@
 #include "fs/fs.h"
 #include "fs/fuse_init.h"
 #include "fs/host.h"
+#include "fs/log.h"
 #include "fs/pipe.h"
 
 #include <errno.h>
@@ -674,18 +675,18 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .copy_file_range = fs_copy_file_range,
 };
 
-/* fuse_daemonize(), which forks, lets the parent _exit(0) once the child is
- * set up, and points the child's stdio at /dev/null. A log file given as
- * stderr (2>>log) is put back for read-error lines; a tty or a pipe is not,
- * so `$(d9dfs mount ...)` does not hang. Returns 0 or -1. */
-static int daemonize(int foreground) {
-  int log_fd = foreground ? -1 : fcntl(2, F_DUPFD_CLOEXEC, 3);
-  int r = fuse_daemonize(foreground);
-  struct stat st;
-  if (log_fd >= 0 && r == 0 && fstat(log_fd, &st) == 0 && S_ISREG(st.st_mode))
-    dup2(log_fd, 2);
-  if (log_fd >= 0) close(log_fd);
-  return r;
+/* "fsname=" and the like take a string through libfuse's option parser:
+ * escape its separators (',' and '\\') into out (cap bytes). 0, or -1
+ * when it does not fit. */
+static int opt_escape(const char *v, char *out, size_t cap) {
+  size_t n = 0;
+  for (; *v; v++) {
+    if (n + 3 > cap) return -1;
+    if (*v == ',' || *v == '\\') out[n++] = '\\';
+    out[n++] = *v;
+  }
+  out[n] = 0;
+  return 0;
 }
 
 int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
@@ -706,8 +707,8 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   memset(&s, 0, sizeof s);
   s.m = m;
   s.nnodes = d9_mount_nnodes(m);
-  s.uid = getuid();
-  s.gid = getgid();
+  s.uid = o->has_uid ? (uid_t)o->uid : getuid();
+  s.gid = o->has_gid ? (gid_t)o->gid : getgid();
   clock_gettime(CLOCK_REALTIME, &s.mtime);
   s.direct_io = o->direct_io;
   if (o->splice) { /* see "Zero-copy replies" above */
@@ -731,12 +732,16 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
     const d9_vnode *n = d9_mount_node(m, i);
     if (n && n->kind == D9_NODE_FILE) s.total_bytes += n->size;
   }
+  char fsname[2 * PATH_MAX], subtype[256], mopts[2 * PATH_MAX + 512];
+  if (opt_escape(o->fsname ? o->fsname : "d9dfs", fsname, sizeof fsname) ||
+      opt_escape(o->subtype ? o->subtype : "d9dfs", subtype, sizeof subtype))
+    return d9_diag_fail(diag, ENAMETOOLONG, "-o fsname or subtype: too long");
+  d9_log *log = NULL;
   if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0)
     return d9_diag_fail(diag, err, "cannot create a thread key: %s", strerror(err));
 
-  char mopts[256];
   snprintf(mopts, sizeof mopts,
-           "fsname=d9dfs,subtype=d9dfs,ro,default_permissions,max_read=%u%s%s",
+           "fsname=%s,subtype=%s,ro,default_permissions,max_read=%u%s%s", fsname, subtype,
            s.max_read, o->allow_other ? ",allow_other" : "",
            o->auto_unmount ? ",auto_unmount" : "");
   char *argv[] = {"d9dfs", "-o", mopts, "-d", NULL};
@@ -763,11 +768,19 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
    * max_readahead) sees the raised value. */
   d9_host_set_readahead(real, ra_kb, o->readahead_kb >= 0);
-  /* The parent exits in here once the child is set up: the mount is live. */
-  if (daemonize(o->foreground || o->debug) != 0) {
+  /* The sink first: -o log=FILE is relative to the working directory,
+   * which fuse_daemonize() leaves for / */
+  if ((err = d9_log_open(real, o->foreground || o->debug, o->log_file, &log, diag)))
+    goto out_unmount;
+  /* The parent exits in here once the child is set up: the mount is live.
+   * The child's stdio then points at /dev/null, and fd 2 becomes the
+   * relay to the log (fs/log.h). */
+  if (fuse_daemonize(o->foreground || o->debug) != 0) {
     err = d9_diag_fail(diag, EIO, "%s: cannot daemonize", mountpoint);
     goto out_unmount;
   }
+  if (d9_log_start(log) != 0) /* messages then go where stderr went */
+    fprintf(stderr, "d9dfs: %s: cannot start the log relay\n", real);
   if (o->single_thread) {
     err = fuse_session_loop(se);
   } else {
@@ -779,6 +792,7 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
 
 out_unmount:
   fuse_session_unmount(se);
+  d9_log_close(log);
 out_signals:
   fuse_remove_signal_handlers(se);
 out_session:

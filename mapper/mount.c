@@ -665,3 +665,5 @@ int d9_mount_print_plan(const d9_mount *m, int fd) {
           m->graph->nreport, m->graph->nreport == 1 ? "" : "s");
   return fclose(f) ? -EIO : 0;
 }
+
+const struct d9_plan *d9_mount_plan(const d9_mount *m) { return m->plan; }

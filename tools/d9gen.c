@@ -36,7 +36,8 @@ static const char usage[] =
     "  --shards N         safetensors files (1)\n"
     "  --block N          FP8 block size, deepseek_fp8 (128)\n"
     "  --seed N           seed of the values (1)\n"
-    "  --help             show this help\n";
+    "  --help             show this help\n"
+    "  --version          show the version\n";
 
 /* Parse all of s as a decimal integer in [lo, hi]. Returns 0 or -1. */
 static int parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -97,6 +98,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage, stdout);
+      return 0;
+    }
+    if (strcmp(a, "--version") == 0) {
+      printf("d9gen %s\n", D9DFS_VERSION);
       return 0;
     }
     if (a[0] != '-' || a[1] == 0) {
