@@ -70,15 +70,17 @@ static void dot_str(FILE *f, const char *s) {
   }
 }
 
-/* Operation arguments worth showing, in a short form. */
-static void op_args(FILE *f, const d9_node *n) {
+/* Operation arguments worth showing, in a short form, into buf ("" if none). */
+static const char *op_args(const d9_node *n, char *buf, size_t cap) {
+  buf[0] = 0;
   switch (n->op) {
-    case D9_OP_CONCAT: case D9_OP_SLICE: fprintf(f, " dim %d", n->dim); break;
-    case D9_OP_CAST: case D9_OP_QUANT_W: fprintf(f, " %s", d9_dtype_name(n->dtype)); break;
-    case D9_OP_AFFINE: fprintf(f, " *%g +%g", (double)n->a, (double)n->b); break;
+    case D9_OP_CONCAT: snprintf(buf, cap, "dim %d", n->dim); break;
+    case D9_OP_SLICE: snprintf(buf, cap, "dim %d from %lld", n->dim, (long long)n->start); break;
+    case D9_OP_CAST: case D9_OP_QUANT_W: snprintf(buf, cap, "to %s", d9_dtype_name(n->dtype)); break;
+    case D9_OP_AFFINE: snprintf(buf, cap, "*%g +%g", (double)n->a, (double)n->b); break;
     default: break;
   }
-  if (n->op == D9_OP_SLICE) fprintf(f, " from %lld", (long long)n->start);
+  return buf;
 }
 
 /* Emit node n and its inputs (once each). 0 or -ENOMEM. */
@@ -93,8 +95,10 @@ static int dot_node(FILE *f, ptr_set *seen, const d9_node *n) {
     fprintf(f, "\\n%s %s\"];\n", d9_dtype_name(n->dtype), sh);
     return 0;
   }
-  fprintf(f, "  n%p [shape=ellipse, label=\"%s", (void *)n, op_name(n->op));
-  op_args(f, n);
+  char args[96];
+  op_args(n, args, sizeof args);
+  fprintf(f, "  n%p [shape=ellipse, label=\"%s%s%s", (void *)n, op_name(n->op), *args ? " " : "",
+          args);
   fprintf(f, "\\n%s %s\"%s];\n", d9_dtype_name(n->dtype), sh,
           node_lossy(n) ? ", color=red, fontcolor=red, xlabel=\"lossy\"" : "");
   for (int i = 0; i < n->nin; i++) {
@@ -143,11 +147,10 @@ static void expr(FILE *f, const d9_node *n, int depth) {
     fprintf(f, "...");
     return;
   }
-  fprintf(f, "%s%s", op_name(n->op), node_lossy(n) ? "!" : "");
-  fprintf(f, "[");
-  char sh[160];
-  op_args(f, n);
-  fprintf(f, " -> %s %s](", d9_dtype_name(n->dtype), d9_shape_str(n->shape, n->ndim, sh, sizeof sh));
+  char sh[160], args[96];
+  op_args(n, args, sizeof args);
+  fprintf(f, "%s%s[%s%s-> %s %s](", op_name(n->op), node_lossy(n) ? "!" : "", args,
+          *args ? " " : "", d9_dtype_name(n->dtype), d9_shape_str(n->shape, n->ndim, sh, sizeof sh));
   for (int i = 0; i < n->nin; i++) {
     if (i) fprintf(f, ", ");
     expr(f, n->in[i], depth + 1);
