@@ -76,7 +76,8 @@ static const char *op_args(const d9_node *n, char *buf, size_t cap) {
   switch (n->op) {
     case D9_OP_CONCAT: snprintf(buf, cap, "dim %d", n->dim); break;
     case D9_OP_SLICE: snprintf(buf, cap, "dim %d from %lld", n->dim, (long long)n->start); break;
-    case D9_OP_CAST: case D9_OP_QUANT_W: snprintf(buf, cap, "to %s", d9_dtype_name(n->dtype)); break;
+    case D9_OP_CAST:
+    case D9_OP_QUANT_W: snprintf(buf, cap, "to %s", d9_dtype_name(n->dtype)); break;
     case D9_OP_AFFINE: snprintf(buf, cap, "*%g +%g", (double)n->a, (double)n->b); break;
     default: break;
   }
@@ -150,7 +151,8 @@ static void expr(FILE *f, const d9_node *n, int depth) {
   char sh[160], args[96];
   op_args(n, args, sizeof args);
   fprintf(f, "%s%s[%s%s-> %s %s](", op_name(n->op), node_lossy(n) ? "!" : "", args,
-          *args ? " " : "", d9_dtype_name(n->dtype), d9_shape_str(n->shape, n->ndim, sh, sizeof sh));
+          *args ? " " : "", d9_dtype_name(n->dtype),
+          d9_shape_str(n->shape, n->ndim, sh, sizeof sh));
   for (int i = 0; i < n->nin; i++) {
     if (i) fprintf(f, ", ");
     expr(f, n->in[i], depth + 1);

@@ -23,6 +23,10 @@ typedef struct d9_cli {
   int verbose;         /* plan -v: per target tensor its sources and op chain */
 } d9_cli;
 
+/* All of s as a decimal integer in [lo, hi] (no sign, no blanks): 0, or
+ * -1. */
+int d9_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+
 /* Parse one -o list (comma-separated, modified in place) into c. Each
  * error names the option and the valid values ("-o threads=16: must be
  * 1..8"). Returns 0 or -1 (message printed). */

@@ -140,16 +140,6 @@ static const subcmd cmds[] = {
 };
 enum { C_MOUNT, C_PLAN, C_CHECK, C_CONVERT, C_CAT, C_SPECS, C_DEMO, NCMDS };
 
-static int parse_int(const char *s, long long lo, long long hi, long long *out) {
-  char *e;
-  if (*s < '0' || *s > '9') return -1;
-  errno = 0;
-  long long v = strtoll(s, &e, 10);
-  if (errno || *e || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
-}
-
 /* Split argv into positionals and flags; returns the positional count, or
  * -1 after a message. */
 static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_cli *c,
@@ -169,7 +159,7 @@ static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_cli *c,
     else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) c->verbose = 1;
     else if (!strcmp(a, "--jobs") || !strncmp(a, "--jobs=", 7)) {
       const char *s = a[6] ? a + 7 : i + 1 < argc ? argv[++i] : "";
-      if (parse_int(s, 1, 64, &v)) {
+      if (d9_cli_parse_int(s, 1, 64, &v)) {
         fprintf(stderr, "d9dfs: --jobs %s: must be 1..64\n", s);
         return -1;
       }
@@ -247,7 +237,8 @@ static int cmd_cat(d9_mount *m, char **pos, int npos) {
     free(buf);
     return 0;
   }
-  if (npos == 5 && (parse_int(pos[3], 0, LLONG_MAX, &off) || parse_int(pos[4], 0, LLONG_MAX, &len))) {
+  if (npos == 5 && (d9_cli_parse_int(pos[3], 0, LLONG_MAX, &off) ||
+                    d9_cli_parse_int(pos[4], 0, LLONG_MAX, &len))) {
     fprintf(stderr, "d9dfs: cat: OFFSET and LENGTH must be non-negative integers\n");
     return 1;
   }

@@ -67,6 +67,12 @@ static int bad_value(const char *opt, const char *val) {
   return 1;
 }
 
+/* An integer option out of its range: say the range. */
+static int bad_range(const char *opt, const char *val, long long lo, long long hi) {
+  fprintf(stderr, "d9gen: %s %s: must be %lld..%lld\n", opt, val, lo, hi);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   d9_gen_params p;
   const char *family = "llama", *outdir = NULL;
@@ -123,7 +129,8 @@ int main(int argc, char **argv) {
     for (k = 0; k < sizeof ints / sizeof ints[0]; k++)
       if (strcmp(a, ints[k].opt) == 0) break;
     if (k < sizeof ints / sizeof ints[0]) {
-      if (parse_int(v, ints[k].lo, ints[k].hi, &n)) return bad_value(a, v);
+      if (parse_int(v, ints[k].lo, ints[k].hi, &n))
+        return bad_range(a, v, ints[k].lo, ints[k].hi);
       *(int64_t *)((char *)&p + ints[k].off) = n;
     } else if (strcmp(a, "--family") == 0) {
       /* handled above */
@@ -132,13 +139,13 @@ int main(int argc, char **argv) {
       if (t != D9_BF16 && t != D9_F16 && t != D9_F32) return bad_value(a, v);
       p.dtype = t;
     } else if (strcmp(a, "--bias") == 0) {
-      if (parse_int(v, 0, 1, &n)) return bad_value(a, v);
+      if (parse_int(v, 0, 1, &n)) return bad_range(a, v, 0, 1);
       p.bias = (int)n;
     } else if (strcmp(a, "--tied") == 0) {
-      if (parse_int(v, 0, 1, &n)) return bad_value(a, v);
+      if (parse_int(v, 0, 1, &n)) return bad_range(a, v, 0, 1);
       p.tied = (int)n;
     } else if (strcmp(a, "--shards") == 0) {
-      if (parse_int(v, 1, 99999, &n)) return bad_value(a, v);
+      if (parse_int(v, 1, 99999, &n)) return bad_range(a, v, 1, 99999);
       p.shards = (int)n;
     } else if (strcmp(a, "--seed") == 0) {
       if (parse_u64(v, &p.seed)) return bad_value(a, v);

@@ -73,8 +73,7 @@ static const opt_def opts[] = {
     {"relatime", FLAG, 0, 0, O_IGNORED}, {"async", FLAG, 0, 0, O_IGNORED},
 };
 
-/* All of s as a decimal integer in [lo, hi]: 0, or -1. */
-static int parse_ll(const char *s, long long lo, long long hi, long long *out) {
+int d9_cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
   char *e;
   if (*s < '0' || *s > '9') return -1; /* no sign, no blanks */
   errno = 0;
@@ -102,7 +101,7 @@ static int parse_pp_layers(const char *v, d9_mount_opts *mo) {
       fprintf(stderr, "d9dfs: -o pp_layers=%s: more than %d stages\n", v, PP_LAYERS_MAX);
       goto out;
     }
-    if (parse_ll(t, 0, LAYERS_MAX, &x)) {
+    if (d9_cli_parse_int(t, 0, LAYERS_MAX, &x)) {
       fprintf(stderr, "d9dfs: -o pp_layers=%s: '%s' is not a layer count (0..%d); "
               "write the layers of each stage, e.g. pp_layers=3:2:3\n", v, t, LAYERS_MAX);
       goto out;
@@ -198,7 +197,7 @@ int d9_cli_parse_opts(char *s, d9_cli *c) {
         fprintf(stderr, "d9dfs: -o %s: needs a value (%s=...)\n", tok, tok);
       return -1;
     }
-    if (d->kind == INT && parse_ll(v, d->lo, d->hi, &x)) {
+    if (d->kind == INT && d9_cli_parse_int(v, d->lo, d->hi, &x)) {
       fprintf(stderr, "d9dfs: -o %s=%s: must be %lld..%lld\n", tok, v, d->lo, d->hi);
       return -1;
     }

@@ -229,4 +229,33 @@ check "the log line says what to do" grep -qF "then remount" <<<"$line"
 check "nothing went to the terminal's stderr ($M.log)" test ! -s "$M.log"
 fusermount3 -u "$M"
 
+# ---- syslog once daemonized (no -o log=, stderr not a file): facility
+# daemon, ident d9dfs. Checked through a /dev/log of our own when the
+# machine has none (no syslog daemon: the CI containers). ----
+if [ -e /dev/log ]; then
+  echo "note: syslog not checked: /dev/log belongs to this machine's syslog daemon"
+else
+  "$PY" - "$WORK/syslog.txt" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+with open(sys.argv[1], "ab", buffering=0) as out:
+    while True:
+        out.write(s.recv(65536) + b"\n")
+PY
+  BGPIDS+=($!)
+  trap 'rm -f /dev/log; cleanup' EXIT
+  wait_for test -S /dev/log
+  "$D9DFS" mount "$SRC" llama-to-megatron "$M" -o inject_eio=1 2>/dev/null
+  check "syslog: a read fails" bash -c "! cat '$M/model.safetensors' >/dev/null 2>&1"
+  wait_for grep -q "Input/output error" "$WORK/syslog.txt" || true
+  line=$(grep -am1 "tensor '" "$WORK/syslog.txt" || true)
+  echo "  syslog: $line"
+  check "syslog: facility daemon, priority err, ident d9dfs, the mount point" \
+    grep -qE "^<27>.* d9dfs\[[0-9]+\]: $(readlink -f "$M"): read model\.safetensors" <<<"$line"
+  fusermount3 -u "$M"
+  kill "${BGPIDS[-1]}" 2>/dev/null || true
+  rm -f /dev/log
+fi
+
 finish
