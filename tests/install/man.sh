@@ -3,7 +3,8 @@
 # subcommand, flag and -o option the CLI accepts (tools/d9dfs.c's command
 # table and flags, tools/opts.c's option table) is in d9dfs(1); every
 # operation, top-level key and rule key of docs/spec.md is in
-# d9dfs-spec(5); and man -l renders both without a warning.
+# d9dfs-spec(5); man -l renders both without a warning; the bash
+# completion loads and completes.
 # usage: man.sh SOURCE_DIR
 set -uo pipefail
 SRCDIR=$1
@@ -52,5 +53,11 @@ for p in d9dfs.1 d9dfs-spec.5; do
     ok "man -l $p has a NAME section"
   else bad "man -l $p: no NAME section"; fi
 done
+# the bash completion loads and completes subcommands and spec names
+comp=$(bash -c '. "$0"; complete -p d9dfs; COMP_WORDS=(d9dfs pl); COMP_CWORD=1; _d9dfs;
+  echo "${COMPREPLY[*]}"' "$SRCDIR/tools/completion/d9dfs.bash" 2>&1)
+if grep -q "complete -F _d9dfs d9dfs" <<<"$comp" && grep -qx plan <<<"$(tail -1 <<<"$comp")"; then
+  ok "bash completion: registered, completes 'pl' to plan"
+else bad "bash completion: $comp"; fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
