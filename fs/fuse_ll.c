@@ -736,9 +736,15 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   if (opt_escape(o->fsname ? o->fsname : "d9dfs", fsname, sizeof fsname) ||
       opt_escape(o->subtype ? o->subtype : "d9dfs", subtype, sizeof subtype))
     return d9_diag_fail(diag, ENAMETOOLONG, "-o fsname or subtype: too long");
+  /* The log's sink before anything is mounted: -o log=FILE is relative to
+   * the working directory, which fuse_daemonize() leaves for / */
   d9_log *log = NULL;
-  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0)
+  if ((err = d9_log_open(real, o->foreground || o->debug, o->log_file, &log, diag)))
+    return err;
+  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0) {
+    d9_log_close(log);
     return d9_diag_fail(diag, err, "cannot create a thread key: %s", strerror(err));
+  }
 
   snprintf(mopts, sizeof mopts,
            "fsname=%s,subtype=%s,ro,default_permissions,max_read=%u%s%s", fsname, subtype,
@@ -768,10 +774,6 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
    * max_readahead) sees the raised value. */
   d9_host_set_readahead(real, ra_kb, o->readahead_kb >= 0);
-  /* The sink first: -o log=FILE is relative to the working directory,
-   * which fuse_daemonize() leaves for / */
-  if ((err = d9_log_open(real, o->foreground || o->debug, o->log_file, &log, diag)))
-    goto out_unmount;
   /* The parent exits in here once the child is set up: the mount is live.
    * The child's stdio then points at /dev/null, and fd 2 becomes the
    * relay to the log (fs/log.h). */
@@ -792,7 +794,6 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
 
 out_unmount:
   fuse_session_unmount(se);
-  d9_log_close(log);
 out_signals:
   fuse_remove_signal_handlers(se);
 out_session:
@@ -801,5 +802,6 @@ out_key:
   rbuf_free(pthread_getspecific(s.buf_key)); /* the destructor skips this thread */
   pthread_key_delete(s.buf_key);
   fuse_opt_free_args(&args);
+  d9_log_close(log); /* last: the session's own last words go through it */
   return err;
 }

@@ -209,7 +209,7 @@ int d9_cli_convert(d9_mount *m, const char *outdir, const d9_convert_opts *o) {
   d9_mount_get_stats(m, &before);
   pthread_mutex_init(&c.lock, NULL);
   clock_gettime(CLOCK_MONOTONIC, &c.t0);
-  c.last = c.t0;
+  c.last = (struct timespec){0}; /* the first chunk shows the line at once */
   struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART}, old_int, old_term;
   sigemptyset(&sa.sa_mask);
   conv_signal = 0;
@@ -224,7 +224,10 @@ int d9_cli_convert(d9_mount *m, const char *outdir, const d9_convert_opts *o) {
     if (pthread_create(&th[started], NULL, worker, &c)) break;
   worker(&c);
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-  if (c.progress) fprintf(stderr, "\r\033[K");
+  if (c.progress) { /* the final state, then the line makes way for the summary */
+    show_progress(&c, 1);
+    fprintf(stderr, "\r\033[K");
+  }
 
   int rc = conv_signal ? 128 + conv_signal : atomic_load(&c.failed) ? 1 : 0;
   int tensors = 0;

@@ -215,6 +215,9 @@ check "the helper form without spec= fails with a hint" bash -c '
   "$0" "$1" "$2" -o ro 2>&1 | grep -q "spec=SPEC is missing"' "$D9DFS" "$SRC" "$M"
 
 # ---- the log: -o log=FILE once daemonized ----
+check "-o log= in a missing directory is refused before mounting" opt_error log \
+  "-o log=$WORK/no/such/dir/log: No such file or directory" -o "log=$WORK/no/such/dir/log"
+check "... and nothing was mounted" bash -c "! mountpoint -q '$WORK/m0'"
 LOG=$WORK/daemon.log
 do_mount "$SRC" llama-to-megatron "$M" -o log="$LOG",inject_eio=1
 check "inject_eio: a read fails" bash -c "! cat '$M/model.safetensors' >/dev/null 2>&1"
