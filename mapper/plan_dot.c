@@ -33,32 +33,48 @@ static int node_lossy(const d9_node *n) {
   return 0;
 }
 
-/* A set of visited pointers (open addressing; grows). */
+/* Pointers seen, each with a small id in order of first sight (open
+ * addressing; grows), so that output does not depend on addresses. */
 typedef struct ptr_set {
   const void **slot;
+  int *id;        /* per slot */
   size_t cap, n;
 } ptr_set;
 
-/* 1 if p was already in s, 0 if added now, -ENOMEM. */
-static int set_add(ptr_set *s, const void *p) {
+static void set_free(ptr_set *s) {
+  free(s->slot);
+  free(s->id);
+}
+
+/* 1 if p was already in s, 0 if added now; *id gets its id. -ENOMEM. */
+static int set_add(ptr_set *s, const void *p, int *id) {
   if (2 * (s->n + 1) > s->cap) {
     size_t cap = s->cap ? 2 * s->cap : 1024;
     const void **slot = calloc(cap, sizeof *slot);
-    if (!slot) return -ENOMEM;
+    int *ids = calloc(cap, sizeof *ids);
+    if (!slot || !ids) {
+      free(slot);
+      free(ids);
+      return -ENOMEM;
+    }
     for (size_t i = 0; i < s->cap; i++) {
       if (!s->slot[i]) continue;
       size_t h = ((uintptr_t)s->slot[i] >> 4) % cap;
       while (slot[h]) h = (h + 1) % cap;
       slot[h] = s->slot[i];
+      ids[h] = s->id[i];
     }
-    free(s->slot);
-    s->slot = slot, s->cap = cap;
+    set_free(s);
+    s->slot = slot, s->id = ids, s->cap = cap;
   }
   size_t h = ((uintptr_t)p >> 4) % s->cap;
   for (; s->slot[h]; h = (h + 1) % s->cap)
-    if (s->slot[h] == p) return 1;
+    if (s->slot[h] == p) {
+      *id = s->id[h];
+      return 1;
+    }
   s->slot[h] = p;
-  s->n++;
+  *id = s->id[h] = (int)s->n++;
   return 0;
 }
 
@@ -84,27 +100,29 @@ static const char *op_args(const d9_node *n, char *buf, size_t cap) {
   return buf;
 }
 
-/* Emit node n and its inputs (once each). 0 or -ENOMEM. */
-static int dot_node(FILE *f, ptr_set *seen, const d9_node *n) {
-  int r = set_add(seen, n);
+/* Emit node n and its inputs (once each; a source tensor read by several
+ * rules is one box); *id gets n's id. 0 or -ENOMEM. */
+static int dot_node(FILE *f, ptr_set *seen, const d9_node *n, int *id) {
+  int r = set_add(seen, n->op == D9_OP_SOURCE ? (const void *)n->src : (const void *)n, id);
   if (r) return r < 0 ? r : 0;
   char sh[160];
   d9_shape_str(n->shape, n->ndim, sh, sizeof sh);
   if (n->op == D9_OP_SOURCE) {
-    fprintf(f, "  n%p [shape=box, style=filled, fillcolor=\"#dde8f5\", label=\"", (void *)n);
+    fprintf(f, "  n%d [shape=box, style=filled, fillcolor=\"#dde8f5\", label=\"", *id);
     dot_str(f, n->src->name);
     fprintf(f, "\\n%s %s\"];\n", d9_dtype_name(n->dtype), sh);
     return 0;
   }
   char args[96];
   op_args(n, args, sizeof args);
-  fprintf(f, "  n%p [shape=ellipse, label=\"%s%s%s", (void *)n, op_name(n->op), *args ? " " : "",
+  fprintf(f, "  n%d [shape=ellipse, label=\"%s%s%s", *id, op_name(n->op), *args ? " " : "",
           args);
   fprintf(f, "\\n%s %s\"%s];\n", d9_dtype_name(n->dtype), sh,
           node_lossy(n) ? ", color=red, fontcolor=red, xlabel=\"lossy\"" : "");
   for (int i = 0; i < n->nin; i++) {
-    if ((r = dot_node(f, seen, n->in[i]))) return r;
-    fprintf(f, "  n%p -> n%p;\n", (void *)n->in[i], (void *)n);
+    int in;
+    if ((r = dot_node(f, seen, n->in[i], &in))) return r;
+    fprintf(f, "  n%d -> n%d;\n", in, *id);
   }
   return 0;
 }
@@ -113,7 +131,7 @@ int d9_plan_write_dot(const d9_plan *p, int fd) {
   FILE *f = fdopen(dup(fd), "w");
   if (!f) return -errno;
   ptr_set seen = {0};
-  int rc = 0;
+  int rc = 0, ntargets = 0;
   fprintf(f, "digraph d9dfs_plan {\n  rankdir=LR;\n  node [fontname=\"monospace\", "
              "fontsize=10];\n");
   for (int i = 0; i < p->nfiles && !rc; i++) {
@@ -121,19 +139,20 @@ int d9_plan_write_dot(const d9_plan *p, int fd) {
     fprintf(f, "  f%d [shape=folder, style=filled, fillcolor=\"#e8f0d8\", label=\"", i);
     dot_str(f, vf->name);
     fprintf(f, "\\n%llu bytes\"];\n", (unsigned long long)vf->size);
-    for (int e = 0; e < vf->nextents && !rc; e++) {
+    for (int e = 0; e < vf->nextents && !rc; e++, ntargets++) {
       const d9_target *t = vf->extents[e].target;
-      fprintf(f, "  t%p [shape=note, label=\"", (void *)t);
+      int top;
+      fprintf(f, "  t%d [shape=note, label=\"", ntargets);
       dot_str(f, t->name);
       fprintf(f, "\\n");
       dot_str(f, t->rule ? t->rule->where : "pass-through");
       fprintf(f, "\"];\n");
-      rc = dot_node(f, &seen, t->node);
-      fprintf(f, "  n%p -> t%p;\n  t%p -> f%d;\n", (void *)t->node, (void *)t, (void *)t, i);
+      if ((rc = dot_node(f, &seen, t->node, &top))) break;
+      fprintf(f, "  n%d -> t%d;\n  t%d -> f%d;\n", top, ntargets, ntargets, i);
     }
   }
   fprintf(f, "}\n");
-  free(seen.slot);
+  set_free(&seen);
   if (fclose(f) && !rc) rc = -EIO;
   return rc;
 }
@@ -163,7 +182,7 @@ static void expr(FILE *f, const d9_node *n, int depth) {
 /* The distinct source tensors under n, comma-separated. */
 static int sources(FILE *f, ptr_set *seen, const d9_node *n, int *count) {
   if (n->op == D9_OP_SOURCE) {
-    int r = set_add(seen, n->src);
+    int id, r = set_add(seen, n->src, &id);
     if (r) return r < 0 ? r : 0;
     fprintf(f, "%s%s", (*count)++ ? ", " : "", n->src->name);
     return 0;
@@ -191,7 +210,7 @@ int d9_plan_print_provenance(const d9_plan *p, int fd) {
               d9_shape_str(t->node->shape, t->node->ndim, sh, sizeof sh),
               t->rule ? t->rule->where : "pass-through");
       rc = sources(f, &seen, t->node, &count);
-      free(seen.slot);
+      set_free(&seen);
       fprintf(f, "\n    ops: ");
       expr(f, t->node, 0);
       fprintf(f, "\n");

@@ -116,6 +116,12 @@ check "plan --dot: a digraph holding every target and file" bash -c '
   head -1 "$0" | grep -q "^digraph" && tail -1 "$0" | grep -q "^}" || exit 1
   for t in $1 model.safetensors; do grep -qF "label=\"$t\\n" "$0" || { echo "$t"; exit 1; }; done' \
   "$WORK/plan.dot" "$targets"
+check "plan --dot: the same bytes every run (ids do not depend on addresses)" \
+  bash -c '"$0" plan "$1" llama-to-megatron --dot | cmp -s - "$2"' "$D9DFS" "$SRC" "$WORK/plan.dot"
+check "plan --dot: every edge joins declared nodes" bash -c '
+  declared=$(sed -n "s/^  \([ntf][0-9]*\) \[.*/\1/p" "$0" | sort -u)
+  for id in $(sed -n "s/^  \([ntf][0-9]*\) -> \([ntf][0-9]*\);$/\1 \2/p" "$0"); do
+    grep -qx "$id" <<<"$declared" || { echo "undeclared $id"; exit 1; }; done' "$WORK/plan.dot"
 check "plan --dot: llama-to-megatron has no lossy step" bash -c '! grep -q lossy "$0"' "$WORK/plan.dot"
 F32=$WORK/f32
 "$D9GEN" --family llama --layers 2 --hidden 64 --heads 4 --kv-heads 2 --intermediate 128 \
