@@ -525,6 +525,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
               : try_splice
                   ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
                   : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
+  int core_logged = buf && r < 0; /* the core logs its errors: tensor, shard */
   if (r >= 0 && (size_t)r == size && try_splice && (np > 1 || (np == 1 && !pieces[0].mem))) {
     int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, (uint64_t)off, size,
                           pieces, np);
@@ -541,8 +542,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     } else {
       snprintf(why, sizeof why, "%s", strerror((int)-r));
     }
-    fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: %s\n", path,
-            (long long)off, size, why);
+    const char *t = n->parent == 0 ? d9_plan_tensor_at(d9_mount_plan(s->m), n->name, off)
+                                   : NULL; /* ranks/ files: the core's line names it */
+    if (!core_logged)
+      fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: tensor '%s': %s\n", path,
+              (long long)off, size, t ? t : "(the file's header)", why);
   }
   if (r < 0)
     fuse_reply_err(req, (int)-r);

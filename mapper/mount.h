@@ -146,5 +146,9 @@ int d9_mount_write_dot(const d9_mount *m, int fd);
  * operations as one expression. Written to fd; 0 or -errno. */
 int d9_plan_print_provenance(const struct d9_plan *p, int fd);
 int d9_mount_print_provenance(const d9_mount *m, int fd);
+/* The name of the target tensor holding byte off of p's file `file`
+ * (borrowed), or NULL (the header, another file, off past the end). For
+ * log lines. */
+const char *d9_plan_tensor_at(const struct d9_plan *p, const char *file, uint64_t off);
 
 #endif

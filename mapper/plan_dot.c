@@ -221,6 +221,22 @@ int d9_plan_print_provenance(const d9_plan *p, int fd) {
   return rc;
 }
 
+const char *d9_plan_tensor_at(const d9_plan *p, const char *file, uint64_t off) {
+  for (int i = 0; p && i < p->nfiles; i++) {
+    const d9_vfile *vf = &p->files[i];
+    if (strcmp(vf->name, file)) continue;
+    int lo = 0, hi = vf->nextents; /* extents are sorted and contiguous */
+    while (lo < hi) {
+      int mid = lo + (hi - lo) / 2;
+      if (vf->extents[mid].end <= off) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < vf->nextents && vf->extents[lo].begin <= off ? vf->extents[lo].target->name
+                                                             : NULL;
+  }
+  return NULL;
+}
+
 int d9_mount_write_dot(const d9_mount *m, int fd) {
   return d9_plan_write_dot(d9_mount_plan(m), fd);
 }

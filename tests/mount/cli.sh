@@ -236,6 +236,8 @@ check "the log line names a tensor (not '-') and the source shard" \
   grep -qE "tensor '[a-z][^']*' \(source shard model-0000[12]-of-00002\.safetensors\)" <<<"$line"
 check "the log line says what to do" grep -qF "then remount" <<<"$line"
 check "nothing went to the terminal's stderr ($M.log)" test ! -s "$M.log"
+check "one line per failed read: the front end does not repeat the core's" \
+  bash -c "! grep -q ': offset [0-9]* length [0-9]*:' '$LOG'"
 fusermount3 -u "$M"
 
 # ---- syslog once daemonized (no -o log=, stderr not a file): facility
