@@ -269,4 +269,8 @@ PY
   rm -f /dev/log
 fi
 
+# a sanitizer build's daemons: none may have reported anything
+check "no daemon log holds a sanitizer report" \
+  bash -c "! grep -l 'Sanitizer\|runtime error' '$WORK'/*.log '$WORK'/*.txt 2>/dev/null"
+
 finish
