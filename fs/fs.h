@@ -24,10 +24,21 @@ typedef struct d9_fs_opts {
                            kernel page cache (faster cold streaming reads;
                            re-reads come back to the daemon) */
   int readahead_kb;     /* -o readahead=KB: kernel readahead; -1 = max_read */
+  const char *fsname;   /* -o fsname=: the mount table's SOURCE (findmnt); NULL =
+                           "d9dfs". The CLI passes SRC. Borrowed */
+  const char *subtype;  /* -o subtype=: FSTYPE fuse.SUBTYPE; NULL = "d9dfs" */
+  int has_uid, has_gid; /* -o uid=, gid= given: owner of every node (else the sources') */
+  unsigned uid, gid;
+  const char *log_file; /* -o log=FILE: daemon messages appended there instead
+                           of syslog (NULL: stderr in the foreground, syslog
+                           LOG_DAEMON ident "d9dfs" once daemonized). Borrowed */
 } d9_fs_opts;
 
-/* Mount m at mountpoint and serve it until unmounted (fusermount3 -u) or
- * SIGINT/SIGTERM/SIGHUP, which unmount cleanly. Unless foreground, the
+/* Mount m at mountpoint and serve it until unmounted (umount, fusermount3
+ * -u) or SIGINT/SIGTERM/SIGHUP, which unmount cleanly. Every line the
+ * daemon writes to stderr (read errors from the core included) is relayed,
+ * prefixed with the mount point, to stderr in the foreground, else to
+ * o->log_file or syslog (see fs/log.h). Unless foreground, the
  * process daemonizes after the mount is in place, so the parent returns
  * (exit 0) only once the mount is ready. Returns 0 after a clean unmount,
  * or -errno with diag set (missing or busy mount point, /dev/fuse absent). */

@@ -54,6 +54,7 @@
 #include "fs/fs.h"
 #include "fs/fuse_init.h"
 #include "fs/host.h"
+#include "fs/log.h"
 #include "fs/pipe.h"
 
 #include <errno.h>
@@ -98,6 +99,9 @@ typedef struct fs_state {
                               INIT when the kernel cannot mmap them */
   uint64_t init_unique;    /* the kernel's INIT request until answered, else 0 */
   uint64_t init_flags;     /* its flags | flags2 << 32 */
+  int has_uid, has_gid;    /* -o uid=, gid= given: the owner of every node */
+  uid_t uid;
+  gid_t gid;
 } fs_state;
 
 /* A read buffer and a splice pipe kept per thread, so that big replies do
@@ -235,8 +239,8 @@ static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
     st->st_nlink = 1;
     st->st_size = (off_t)n->size; /* dynamic files render to exactly this */
   }
-  st->st_uid = n->uid; /* mode and owner from the sources (mapper/tree.c) */
-  st->st_gid = n->gid;
+  st->st_uid = s->has_uid ? s->uid : n->uid; /* mode and owner from the sources */
+  st->st_gid = s->has_gid ? s->gid : n->gid; /* (mapper/tree.c) unless -o uid=, gid= */
   /* cp, cat, Python size their reads by it */
   st->st_blksize = s->direct_io ? FS_DIO_BLKSIZE : s->max_read;
   st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
@@ -508,6 +512,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
               : try_splice
                   ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
                   : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
+  int core_logged = buf && r < 0; /* the core logs its errors: tensor, shard */
   if (r >= 0 && (size_t)r == size && try_splice && (np > 1 || (np == 1 && !pieces[0].mem))) {
     int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, (uint64_t)off, size,
                           pieces, np);
@@ -524,8 +529,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     } else {
       snprintf(why, sizeof why, "%s", strerror((int)-r));
     }
-    fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: %s\n", path,
-            (long long)off, size, why);
+    const char *t = n->parent == 0 ? d9_plan_tensor_at(d9_mount_plan(s->m), n->name, off)
+                                   : NULL; /* ranks/ files: the core's line names it */
+    if (!core_logged)
+      fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: tensor '%s': %s\n", path,
+              (long long)off, size, t ? t : "(the file's header)", why);
   }
   if (r < 0)
     fuse_reply_err(req, (int)-r);
@@ -658,18 +666,18 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .copy_file_range = fs_copy_file_range,
 };
 
-/* fuse_daemonize(), which forks, lets the parent _exit(0) once the child is
- * set up, and points the child's stdio at /dev/null. A log file given as
- * stderr (2>>log) is put back for read-error lines; a tty or a pipe is not,
- * so `$(d9dfs mount ...)` does not hang. Returns 0 or -1. */
-static int daemonize(int foreground) {
-  int log_fd = foreground ? -1 : fcntl(2, F_DUPFD_CLOEXEC, 3);
-  int r = fuse_daemonize(foreground);
-  struct stat st;
-  if (log_fd >= 0 && r == 0 && fstat(log_fd, &st) == 0 && S_ISREG(st.st_mode))
-    dup2(log_fd, 2);
-  if (log_fd >= 0) close(log_fd);
-  return r;
+/* "fsname=" and the like take a string through libfuse's option parser:
+ * escape its separators (',' and '\\') into out (cap bytes). 0, or -1
+ * when it does not fit. */
+static int opt_escape(const char *v, char *out, size_t cap) {
+  size_t n = 0;
+  for (; *v; v++) {
+    if (n + 3 > cap) return -1;
+    if (*v == ',' || *v == '\\') out[n++] = '\\';
+    out[n++] = *v;
+  }
+  out[n] = 0;
+  return 0;
 }
 
 int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
@@ -691,6 +699,8 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   memset(&s, 0, sizeof s);
   s.m = m;
   s.nnodes = d9_mount_nnodes(m);
+  s.has_uid = o->has_uid, s.uid = (uid_t)o->uid; /* -o uid=, gid=: override the sources' */
+  s.has_gid = o->has_gid, s.gid = (gid_t)o->gid;
   clock_gettime(CLOCK_REALTIME, &s.mtime);
   s.direct_io = o->direct_io;
   if (o->splice) { /* see "Zero-copy replies" above */
@@ -714,12 +724,22 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
     const d9_vnode *n = d9_mount_node(m, i);
     if (n && n->kind == D9_NODE_FILE) s.total_bytes += n->size;
   }
-  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0)
+  char fsname[2 * PATH_MAX], subtype[256], mopts[2 * PATH_MAX + 512];
+  if (opt_escape(o->fsname ? o->fsname : "d9dfs", fsname, sizeof fsname) ||
+      opt_escape(o->subtype ? o->subtype : "d9dfs", subtype, sizeof subtype))
+    return d9_diag_fail(diag, ENAMETOOLONG, "-o fsname or subtype: too long");
+  /* The log's sink before anything is mounted: -o log=FILE is relative to
+   * the working directory, which fuse_daemonize() leaves for / */
+  d9_log *log = NULL;
+  if ((err = d9_log_open(real, o->foreground || o->debug, o->log_file, &log, diag)))
+    return err;
+  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0) {
+    d9_log_close(log);
     return d9_diag_fail(diag, err, "cannot create a thread key: %s", strerror(err));
+  }
 
-  char mopts[256];
   snprintf(mopts, sizeof mopts,
-           "fsname=d9dfs,subtype=d9dfs,ro,default_permissions,max_read=%u%s%s",
+           "fsname=%s,subtype=%s,ro,default_permissions,max_read=%u%s%s", fsname, subtype,
            s.max_read, o->allow_other ? ",allow_other" : "",
            o->auto_unmount ? ",auto_unmount" : "");
   char *argv[] = {"d9dfs", "-o", mopts, "-d", NULL};
@@ -746,11 +766,15 @@ int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
   /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
    * max_readahead) sees the raised value. */
   d9_host_set_readahead(real, ra_kb, o->readahead_kb >= 0);
-  /* The parent exits in here once the child is set up: the mount is live. */
-  if (daemonize(o->foreground || o->debug) != 0) {
+  /* The parent exits in here once the child is set up: the mount is live.
+   * The child's stdio then points at /dev/null, and fd 2 becomes the
+   * relay to the log (fs/log.h). */
+  if (fuse_daemonize(o->foreground || o->debug) != 0) {
     err = d9_diag_fail(diag, EIO, "%s: cannot daemonize", mountpoint);
     goto out_unmount;
   }
+  if (d9_log_start(log) != 0) /* messages then go where stderr went */
+    fprintf(stderr, "d9dfs: %s: cannot start the log relay\n", real);
   if (o->single_thread) {
     err = fuse_session_loop(se);
   } else {
@@ -770,5 +794,6 @@ out_key:
   rbuf_free(pthread_getspecific(s.buf_key)); /* the destructor skips this thread */
   pthread_key_delete(s.buf_key);
   fuse_opt_free_args(&args);
+  d9_log_close(log); /* last: the session's own last words go through it */
   return err;
 }

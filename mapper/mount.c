@@ -172,6 +172,26 @@ int d9_mount_resolve(const d9_mount *m, const char *path) {
   return cur;
 }
 
+/* What a failed read was doing, for the log: the tensor (the one that
+ * failed, else the first one the range covers, else the header), the
+ * source shard, and what to do. Never a placeholder. */
+static void log_read_error(const d9_mount *m, const d9_vfile *vf, uint64_t off, size_t n,
+                           const d9_read_ctx *rc, ssize_t r) {
+  const char *tensor = rc->failed_target ? rc->failed_target->name : NULL;
+  for (int i = 0; !tensor && i < vf->nextents; i++)
+    if (vf->extents[i].end > off && vf->extents[i].begin < off + n)
+      tensor = vf->extents[i].target->name;
+  int shard = rc->failed_src ? rc->failed_src->shard : rc->ntouched ? rc->touched[0].shard : -1;
+  char what[96];
+  if (tensor) snprintf(what, sizeof what, "tensor '%.64s'", tensor);
+  else snprintf(what, sizeof what, "%s", vf->kind == D9_VF_TENSORS ? "the header" : "the file");
+  fprintf(stderr, "d9dfs: read %s [%llu, +%zu): %s (source shard %s): %s%s\n", vf->name,
+          (unsigned long long)off, n, what,
+          shard >= 0 ? m->cat->shards[shard].name : vf->kind == D9_VF_COPY ? vf->name : "none",
+          strerror((int)-r),
+          r == -ESTALE ? ": remount after a source changed" : "");
+}
+
 /* d9_mount_read, and d9_mount_read_pieces when pieces is set. */
 static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
                           d9_piece *pieces, int *npieces) {
@@ -198,10 +218,7 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
     atomic_fetch_add_explicit(&m->bytes_served, (uint64_t)r, memory_order_relaxed);
   } else {
     atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
-    fprintf(stderr, "d9dfs: read %s [%llu, +%zu): tensor '%s' (source shard %s): %s\n",
-            vf->name, (unsigned long long)off, n,
-            rc.failed_target ? rc.failed_target->name : "-",
-            rc.failed_src ? m->cat->shards[rc.failed_src->shard].name : "-", strerror((int)-r));
+    log_read_error(m, vf, off, n, &rc, r);
   }
   if (m->verbose)
     fprintf(stderr, "d9dfs: read %s [%llu, +%zu) -> %zd, %llu source bytes\n", vf->name,
@@ -228,8 +245,9 @@ int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npie
     if (!e) continue;
     const d9_vfile *vf = idx >= 0 && idx < m->nnodes ? m->vfile_of[idx] : NULL;
     atomic_fetch_add_explicit(&m->errors, 1, memory_order_relaxed);
-    fprintf(stderr, "d9dfs: read %s: source shard %s changed under the mount: %s\n",
-            vf ? vf->name : "-", m->cat->shards[pieces[i].shard].name, strerror(-e));
+    fprintf(stderr, "d9dfs: read %s: source shard %s changed under the mount: %s: "
+            "remount after a source changed\n", vf ? vf->name : "(unknown file)",
+            m->cat->shards[pieces[i].shard].name, strerror(-e));
     return e;
   }
   return 0;
@@ -310,3 +328,4 @@ int d9_mount_check_mountpoint(const d9_mount *m, const char *mnt, d9_diag *diag)
   return 0;
 }
 
+const struct d9_plan *d9_mount_plan(const d9_mount *m) { return m->plan; }

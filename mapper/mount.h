@@ -155,4 +155,21 @@ const char *d9_mount_lossy(const d9_mount *m, int i);
  * the rule that makes each, and the validation report. Written to fd. */
 int d9_mount_print_plan(const d9_mount *m, int fd);
 
+/* ---- plan_dot.c: the plan as a picture and as provenance ---- */
+struct d9_plan;
+/* The mount's plan of the full view (mount.c); borrowed, lives as long as m. */
+const struct d9_plan *d9_mount_plan(const d9_mount *m);
+/* `d9dfs plan --dot`: Graphviz of source tensors -> operations -> target
+ * tensors -> files, lossy operations in red. Written to fd; 0 or -errno. */
+int d9_plan_write_dot(const struct d9_plan *p, int fd);
+int d9_mount_write_dot(const d9_mount *m, int fd);
+/* `d9dfs plan -v`: per target tensor its source tensors and its chain of
+ * operations as one expression. Written to fd; 0 or -errno. */
+int d9_plan_print_provenance(const struct d9_plan *p, int fd);
+int d9_mount_print_provenance(const d9_mount *m, int fd);
+/* The name of the target tensor holding byte off of p's file `file`
+ * (borrowed), or NULL (the header, another file, off past the end). For
+ * log lines. */
+const char *d9_plan_tensor_at(const struct d9_plan *p, const char *file, uint64_t off);
+
 #endif

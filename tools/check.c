@@ -71,7 +71,7 @@ int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
   snprintf(rev_dir, sizeof rev_dir, "%s/reversed", tmpl);
   o.src_dir = src, o.spec_path = spec, o.reverse = 0;
   if (d9_mount_open(&o, &fwd, &diag)) goto diag_out;
-  if (d9_cli_convert(fwd, fwd_dir)) goto out;
+  if (d9_cli_convert(fwd, fwd_dir, NULL)) goto out;
   int ignored = d9_mount_nignored(fwd), shadowed = d9_mount_nshadowed(fwd);
   if (ignored) printf("lossy: the spec ignores %d source tensor%s\n", ignored, ignored == 1 ? "" : "s");
   if (shadowed)
@@ -81,8 +81,8 @@ int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
   if (d9_mount_open(&o, &rv, &diag)) goto diag_out;
   lossy = d9_mount_nlossy(rv) + ignored + shadowed;
   for (int i = 0; i < d9_mount_nlossy(rv); i++) printf("lossy step: %s\n", d9_mount_lossy(rv, i));
-  if (d9_cli_convert(rv, rev_dir)) goto out;
-  if (d9_catalog_open(src, &cs, &diag) || d9_catalog_open(rev_dir, &cr, &diag)) goto diag_out;
+  if (d9_cli_convert(rv, rev_dir, NULL)) goto out;
+  if (d9_catalog_open_flags(src, 0, &cs, &diag) || d9_catalog_open_flags(rev_dir, 0, &cr, &diag)) goto diag_out;
   int identical = 0, differ = 0, missing = 0;
   double worst = 0;
   for (int i = 0; i < cs->ntensors; i++) {

@@ -1,152 +1,189 @@
-/* d9dfs - the command line: mount, plan, convert, cat, demo. */
+/* d9dfs - the command line: mount, plan, check, convert, cat, specs, demo,
+ * and mount(8)'s helper form `d9dfs SRC MNT -o spec=NAME[,opts]`, which
+ * mount.fuse3 runs for `mount -t fuse.d9dfs` and fstab lines. */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
 
-static const char usage[] =
+static const char mount_usage[] =
     "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]] [--reverse] [--lenient] [--force]\n"
-    "       d9dfs plan SRC SPEC [--reverse] [--lenient] [--force]\n"
-    "       d9dfs check SRC SPEC\n"
-    "       d9dfs convert SRC SPEC OUTDIR\n"
-    "       d9dfs cat SRC SPEC FILE [OFFSET LENGTH]\n"
-    "       d9dfs demo [--keep]\n"
-    "       d9dfs --help | --version\n"
+    "       d9dfs SRC MNT -o spec=SPEC[,opt...]   (mount(8)'s form: mount -t fuse.d9dfs)\n"
     "\n"
-    "Presents the checkpoint in SRC (safetensors shards, index, config.json)\n"
-    "converted by the mapping spec SPEC, lazily: reads compute only the bytes\n"
-    "they cover.\n"
+    "Serve SRC converted by SPEC at MNT, read-only; returns once the mount is ready\n"
+    "(umount MNT or fusermount3 -u MNT ends it). SRC is a checkpoint directory or a\n"
+    "model id ORG/NAME[@REVISION] in the local Hugging Face cache; SPEC a spec file\n"
+    "or a name that `d9dfs specs` lists.\n"
     "\n"
-    "--reverse presents a checkpoint in SPEC's target layout in its source layout;\n"
-    "--lenient mounts despite validation findings (listed in .d9dfs/report.json);\n"
-    "--force (-o force) uses SPEC although its applies_to does not fit SRC (warning);\n"
-    "check converts forward then reverse and compares every tensor with SRC.\n"
-    "\n"
-    "mount options:\n"
-    "  -f                 stay in the foreground\n"
+    "  -f                 stay in the foreground (messages on stderr)\n"
     "  -d                 log every read (implies -f)\n"
-    "  -o readahead=KB    kernel readahead for the mount (default: max_read)\n"
+    "  --reverse          SRC is in SPEC's target layout: present its source layout\n"
+    "  --lenient          mount despite validation findings (.d9dfs/report.json)\n"
+    "  --strict           refuse the mount on any finding (the default)\n"
+    "  --force            use SPEC although its applies_to does not fit SRC (warning)\n"
+    "  -o readahead=KB    kernel readahead for the mount, 0..1048576 (default: max_read)\n"
     "  -o single_thread   serve requests on one thread\n"
     "  -o max_read=KB     largest read request, 4..1024 (default 1024; 1008 with splice)\n"
     "  -o splice          zero-copy replies for unchanged bytes (a source changed\n"
     "                     mid-read is then logged, not refused; default off)\n"
+    "  -o no_splice       copy every reply (the default)\n"
     "  -o direct_io       read() bypasses the page cache: faster cold streaming\n"
     "                     reads (cp, cat), re-reads not cached; mmap still cached\n"
-    "  -o allow_other     let other users read (implies default_permissions);\n"
-    "                     source symlinks must then stay inside SRC\n"
+    "  -o allow_other     let other users read what they could read in SRC (implies\n"
+    "                     default_permissions); source symlinks must stay inside SRC\n"
     "  -o follow_links    with allow_other: follow source symlinks wherever they point\n"
+    "  -o force           use SPEC although its applies_to does not fit SRC (warning)\n"
     "  -o auto_unmount    unmount if the daemon dies\n"
     "  -o shard_size=B    cut output shards at B bytes (overrides the spec)\n"
     "  -o threads=N       threads (1..8) that evaluate one computing read (casts,\n"
     "                     dequant, ...) together (default: CPUs online, at most 8)\n"
-    "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
-    "                     flight; reads beyond it wait\n"
+    "  -o mem=MiB         evaluation memory budget, 1..1048576 (default 64): 2 MiB\n"
+    "                     per read in flight; reads beyond it wait\n"
+    "  -o device=D        auto or cpu (cuda[:N] is refused until GPU reads are wired)\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
     "  -o etp=T           expert tensor parallelism: each expert split tp ways too (1 or tp)\n"
     "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"
     "  -o pp_layers=A:B:.. layers per pipeline stage (default: the remainder rule)\n"
+    "  -o log=FILE        once daemonized, append messages to FILE (default: syslog,\n"
+    "                     facility daemon, ident d9dfs)\n"
+    "  -o spec=SPEC       the spec, in mount(8)'s form\n"
+    "  -o fsname=NAME     SOURCE in the mount table (default: SRC's real path)\n"
+    "  -o subtype=NAME    FSTYPE fuse.NAME in the mount table (default d9dfs)\n"
+    "  -o uid=N,gid=N     owner of every file (default: the owners of the source files)\n"
+    "  -o ro              accepted: the mount is always read-only\n"
+    "  -o rw              refused (read-only filesystem); accepted in mount(8)'s form,\n"
+    "                     which adds it by default, and the mount stays read-only\n"
+    "  -o default_permissions, kernel_cache   accepted: always in effect\n"
+    "  -o umask=M         refused: modes come from the source files, read-only\n"
+    "  -o defaults,auto,noauto,nofail,_netdev,user,users,nouser,dev,nodev,suid,\n"
+    "     nosuid,exec,noexec,atime,noatime,relatime,async,x-*,comment=*\n"
+    "                     mount-table options: accepted, nothing to do\n"
     "  -o inject_eio=N    testing: every Nth source read fails with EIO\n"
-    "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n"
+    "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n";
+
+static const char plan_usage[] =
+    "usage: d9dfs plan SRC SPEC [--reverse] [--lenient] [--force] [-v | --dot] [-o shard_size=B]\n"
     "\n"
-    "plan, convert and cat take the same -o shard_size option.\n";
+    "The target tree without reading tensor data: files, tensors, shapes, dtypes, the\n"
+    "rule that makes each, findings and lossy steps. Non-zero exit on a mistake.\n"
+    "  --force use SPEC although its applies_to does not fit SRC (warning)\n"
+    "  -v      per target tensor: its source tensors and the chain of operations\n"
+    "  --dot   the plan as a Graphviz graph: source tensors -> rules and operations ->\n"
+    "          target tensors -> files, lossy steps in red (d9dfs plan --dot ... | dot -Tsvg)\n";
 
-static int parse_u(const char *s, long long lo, long long hi, long long *out) {
-  char *e;
-  errno = 0;
-  long long v = strtoll(s, &e, 10);
-  if (errno || e == s || *e || v < lo || v > hi) return -1;
-  *out = v;
-  return 0;
-}
+static const char check_usage[] =
+    "usage: d9dfs check SRC SPEC [--lenient] [--force]\n"
+    "\n"
+    "Convert SRC forward into a temporary directory, present that through the\n"
+    "reversed spec and compare every tensor with SRC: byte for byte for lossless\n"
+    "specs; lossy steps and each tensor's largest error are reported.\n";
 
-/* pp_layers=3:2:3 - layers per pipeline stage */
-static int parse_pp_layers(char *v, d9_mount_opts *mo) {
-  int *layers = calloc(4096, sizeof *layers); /* lives as long as the process */
-  int n = 0;
-  if (!layers) return -1;
-  for (char *save = NULL, *t = strtok_r(v, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
-    long long x;
-    if (n == 4096 || parse_u(t, 0, 1 << 20, &x)) return -1;
-    layers[n++] = (int)x;
-  }
-  mo->pp_layers = layers;
-  mo->npp_layers = n;
-  return n ? 0 : -1;
-}
+static const char convert_usage[] =
+    "usage: d9dfs convert SRC SPEC OUTDIR [--force] [--jobs N] [--reverse] [--lenient]\n"
+    "                     [-o shard_size=B] [-o threads=N]\n"
+    "\n"
+    "Write every file of the tree into OUTDIR: the bytes a mount would serve. Files\n"
+    "are written under temporary names (.NAME.d9dfs-tmp), fsync'ed and renamed into\n"
+    "place once all are complete; SIGINT/SIGTERM remove the temporaries (exit 130/143).\n"
+    "Progress on a terminal; one summary line at the end.\n"
+    "  --force    write into a non-empty OUTDIR (files of the same names are replaced);\n"
+    "             -o force uses SPEC although its applies_to does not fit SRC\n"
+    "  --jobs N   convert N files at once, 1..64 (default 1)\n";
 
-static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
-  for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    long long v;
-    char *eq = strchr(tok, '=');
-    if (eq) *eq++ = 0;
-    if (!strcmp(tok, "readahead") && eq && !parse_u(eq, 0, 1 << 20, &v)) fo->readahead_kb = (int)v;
-    else if (!strcmp(tok, "max_read") && eq && !parse_u(eq, 4, 1024, &v)) fo->max_read_kb = (unsigned)v;
-    else if (!strcmp(tok, "single_thread") && !eq) fo->single_thread = 1;
-    else if (!strcmp(tok, "force") && !eq) mo->force = 1;
-    else if (!strcmp(tok, "splice") && !eq) fo->splice = 1;
-    else if (!strcmp(tok, "no_splice") && !eq) fo->splice = 0;
-    else if (!strcmp(tok, "direct_io") && !eq) fo->direct_io = 1;
-    else if (!strcmp(tok, "allow_other") && !eq) fo->allow_other = mo->confine_links = 1;
-    else if (!strcmp(tok, "follow_links") && !eq) mo->follow_links = 1;
-    else if (!strcmp(tok, "auto_unmount") && !eq) fo->auto_unmount = 1;
-    else if (!strcmp(tok, "tp") && eq && !parse_u(eq, 1, 4096, &v)) mo->tp = (int)v;
-    else if (!strcmp(tok, "ep") && eq && !parse_u(eq, 1, 4096, &v)) mo->ep = (int)v;
-    else if (!strcmp(tok, "pp") && eq && !parse_u(eq, 1, 4096, &v)) mo->pp = (int)v;
-    else if (!strcmp(tok, "etp") && eq && !parse_u(eq, 1, 4096, &v)) mo->etp = (int)v;
-    else if (!strcmp(tok, "device") && eq) mo->device = eq;
-    else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 8, &v)) mo->threads = (int)v;
-    else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))
-      mo->mem_budget_mb = (uint64_t)v;
-    else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
-      mo->vocab_divisible_by = (int)v;
-    else if (!strcmp(tok, "pp_layers") && eq && !parse_pp_layers(eq, mo)) continue;
-    else if (!strcmp(tok, "inject_eio") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
-      mo->inject_pread_every = (uint64_t)v;
-    else if (!strcmp(tok, "inject_enomem") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
-      mo->inject_alloc_every = (uint64_t)v;
-    else if (!strcmp(tok, "shard_size") && eq && !parse_u(eq, 1, LLONG_MAX, &v))
-      mo->max_shard_size = (uint64_t)v;
-    else {
-      fprintf(stderr, "d9dfs: -o %s%s%s: unknown option or bad value\n", tok, eq ? "=" : "",
-              eq ? eq : "");
-      return -1;
-    }
-  }
-  return 0;
-}
+static const char cat_usage[] =
+    "usage: d9dfs cat SRC SPEC FILE [OFFSET LENGTH] [--reverse] [--lenient] [--force]\n"
+    "                   [-o shard_size=B]\n"
+    "\n"
+    "One file of the tree (or LENGTH bytes at OFFSET) to stdout; FILE is a path in the\n"
+    "tree, e.g. model-00001-of-00002.safetensors or ranks/tp0/model.safetensors.\n";
 
-/* Split argv into positionals and flags; returns the positional count. */
-static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_mount_opts *mo,
-                      d9_fs_opts *fo, int *keep) {
+static const char specs_usage[] =
+    "usage: d9dfs specs [SRC]\n"
+    "\n"
+    "The specs that SPEC can name, with their descriptions, from $D9DFS_SPEC_PATH (a\n"
+    "colon list), ~/.config/d9dfs/mounts, the installed share/d9dfs/mounts and, for\n"
+    "an uninstalled build, the source tree's mounts/. A name found earlier shadows the\n"
+    "same name later. With SRC: its path is resolved and checked (the list is not yet\n"
+    "filtered by which specs apply to SRC).\n";
+
+static const char demo_usage[] =
+    "usage: d9dfs demo [--keep]\n"
+    "\n"
+    "Generate a small Llama-style checkpoint, mount it with llama-to-megatron, show\n"
+    "the tree, verify every byte through the mount and unmount. --keep keeps the files.\n";
+
+static const char usage[] =
+    "usage: d9dfs mount SRC SPEC MNT [-f] [-d] [-o opt[,opt...]] [--reverse] [--lenient] [--force]\n"
+    "       d9dfs SRC MNT -o spec=SPEC[,opt...]      (mount -t fuse.d9dfs, fstab)\n"
+    "       d9dfs plan SRC SPEC [-v | --dot] [--reverse] [--lenient]\n"
+    "       d9dfs check SRC SPEC\n"
+    "       d9dfs convert SRC SPEC OUTDIR [--force] [--jobs N]\n"
+    "       d9dfs cat SRC SPEC FILE [OFFSET LENGTH]\n"
+    "       d9dfs specs [SRC]\n"
+    "       d9dfs demo [--keep]\n"
+    "       d9dfs --help | --version | SUBCOMMAND --help\n"
+    "\n"
+    "Presents the checkpoint in SRC (safetensors shards, index, config.json)\n"
+    "converted by the mapping spec SPEC, lazily: reads compute only the bytes\n"
+    "they cover. SRC is a directory or a model id ORG/NAME[@REVISION] in the local\n"
+    "Hugging Face cache; SPEC a file or a name listed by `d9dfs specs`.\n"
+    "`d9dfs SUBCOMMAND --help` shows each subcommand's options; man d9dfs,\n"
+    "man 5 d9dfs-spec.\n";
+
+typedef struct subcmd {
+  const char *name;
+  const char *usage;
+  int min, max; /* positional arguments */
+} subcmd;
+
+static const subcmd cmds[] = {
+    {"mount", mount_usage, 3, 3},   {"plan", plan_usage, 2, 2},
+    {"check", check_usage, 2, 2},   {"convert", convert_usage, 3, 3},
+    {"cat", cat_usage, 3, 5},       {"specs", specs_usage, 0, 1},
+    {"demo", demo_usage, 0, 0},
+};
+enum { C_MOUNT, C_PLAN, C_CHECK, C_CONVERT, C_CAT, C_SPECS, C_DEMO, NCMDS };
+
+/* Split argv into positionals and flags; returns the positional count, or
+ * -1 after a message. */
+static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_cli *c,
+                      const char *cmd) {
   int n = 0;
   for (int i = 0; i < argc; i++) {
     char *a = argv[i];
-    if (!strcmp(a, "-f")) fo->foreground = 1;
-    else if (!strcmp(a, "-d")) fo->debug = fo->foreground = 1, mo->verbose = 1;
-    else if (!strcmp(a, "--reverse")) mo->reverse = 1;
-    else if (!strcmp(a, "--lenient")) mo->lenient = 1;
-    else if (!strcmp(a, "--force")) mo->force = 1;
-    else if (!strcmp(a, "--strict")) mo->lenient = 0;
-    else if (!strcmp(a, "--keep")) *keep = 1;
-    else if (!strcmp(a, "-o") || !strncmp(a, "-o", 2)) {
-      char *v = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
-      if (!v) {
-        fprintf(stderr, "d9dfs: -o needs options\n");
+    long long v;
+    if (!strcmp(a, "-f")) c->fo.foreground = 1;
+    else if (!strcmp(a, "-d")) c->fo.debug = c->fo.foreground = 1, c->mo.verbose = 1;
+    else if (!strcmp(a, "--reverse")) c->mo.reverse = 1;
+    else if (!strcmp(a, "--lenient")) c->mo.lenient = 1;
+    else if (!strcmp(a, "--strict")) c->mo.lenient = 0;
+    else if (!strcmp(a, "--keep")) c->keep = 1;
+    else if (!strcmp(a, "--force")) c->force = 1; /* convert: OUTDIR; others: applies_to */
+    else if (!strcmp(a, "--dot")) c->dot = 1;
+    else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) c->verbose = 1;
+    else if (!strcmp(a, "--jobs") || !strncmp(a, "--jobs=", 7)) {
+      const char *s = a[6] ? a + 7 : i + 1 < argc ? argv[++i] : "";
+      if (d9_cli_parse_int(s, 1, 64, &v)) {
+        fprintf(stderr, "d9dfs: --jobs %s: must be 1..64\n", s);
         return -1;
       }
-      if (parse_opts(v, mo, fo)) return -1;
+      c->jobs = (int)v;
+    } else if (!strncmp(a, "-o", 2)) {
+      char *s = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!s) {
+        fprintf(stderr, "d9dfs: -o needs options (d9dfs mount --help lists them)\n");
+        return -1;
+      }
+      if (d9_cli_parse_opts(s, c)) return -1;
     } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "d9dfs: unknown flag '%s'\n%s", a, usage);
+      fprintf(stderr, "d9dfs: %s: unknown flag '%s' (d9dfs %s --help)\n", cmd, a, cmd);
       return -1;
     } else {
       if (n == maxpos) {
-        fprintf(stderr, "d9dfs: too many arguments\n%s", usage);
+        fprintf(stderr, "d9dfs: %s: too many arguments (d9dfs %s --help)\n", cmd, cmd);
         return -1;
       }
       pos[n++] = a;
@@ -191,33 +228,6 @@ out:
   return rc;
 }
 
-int d9_cli_convert(d9_mount *m, const char *outdir) {
-  if (mkdir(outdir, 0755) && errno != EEXIST) {
-    fprintf(stderr, "d9dfs: %s: %s\n", outdir, strerror(errno));
-    return 1;
-  }
-  const d9_vnode *root = d9_mount_node(m, 0);
-  for (int i = 0; i < root->nchildren; i++) {
-    int idx = root->children[i];
-    const d9_vnode *v = d9_mount_node(m, idx);
-    if (v->kind != D9_NODE_FILE) continue;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", outdir, v->name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      fprintf(stderr, "d9dfs: %s: %s\n", path, strerror(errno));
-      return 1;
-    }
-    int rc = d9_cli_copy_node(m, idx, 0, v->size, fd);
-    if (close(fd) && !rc) rc = -errno;
-    if (rc) {
-      fprintf(stderr, "d9dfs: %s: %s\n", path, strerror(-rc));
-      return 1;
-    }
-  }
-  return 0;
-}
-
 static int cmd_cat(d9_mount *m, char **pos, int npos) {
   int idx = d9_mount_resolve(m, pos[2]);
   const d9_vnode *v = idx >= 0 ? d9_mount_node(m, idx) : NULL;
@@ -234,7 +244,8 @@ static int cmd_cat(d9_mount *m, char **pos, int npos) {
     free(buf);
     return 0;
   }
-  if (npos == 5 && (parse_u(pos[3], 0, LLONG_MAX, &off) || parse_u(pos[4], 0, LLONG_MAX, &len))) {
+  if (npos == 5 && (d9_cli_parse_int(pos[3], 0, LLONG_MAX, &off) ||
+                    d9_cli_parse_int(pos[4], 0, LLONG_MAX, &len))) {
     fprintf(stderr, "d9dfs: cat: OFFSET and LENGTH must be non-negative integers\n");
     return 1;
   }
@@ -243,68 +254,110 @@ static int cmd_cat(d9_mount *m, char **pos, int npos) {
   return rc ? 1 : 0;
 }
 
-int main(int argc, char **argv) {
-  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    fputs(usage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+static int cmd_plan(d9_mount *m, const d9_cli *c) {
+  if (c->dot) return d9_mount_write_dot(m, STDOUT_FILENO) ? 1 : 0;
+  if (c->verbose) return d9_mount_print_provenance(m, STDOUT_FILENO) ? 1 : 0;
+  return d9_mount_print_plan(m, STDOUT_FILENO) ? 1 : 0;
+}
+
+static int cmd_mount(d9_mount *m, const char *src, const char *mnt, d9_cli *c) {
+  char real[PATH_MAX];
+  if (!c->fo.fsname) /* findmnt's SOURCE: what was mounted */
+    c->fo.fsname = realpath(src, real) ? real : src;
+  d9_diag diag = {0};
+  if (d9_fs_serve(m, mnt, &c->fo, &diag)) {
+    fprintf(stderr, "d9dfs: %s\n", diag.msg);
+    return 1;
   }
-  if (!strcmp(argv[1], "--version")) {
-    printf("d9dfs %s\n", D9DFS_VERSION);
-    return 0;
-  }
-  const char *cmd = argv[1];
-  char *pos[8];
-  d9_mount_opts mo = {0};
-  d9_fs_opts fo = {0};
-  fo.readahead_kb = -1;
-  int keep = 0;
-  int npos = parse_args(argc - 2, argv + 2, pos, 8, &mo, &fo, &keep);
-  if (npos < 0) return 2;
-  mo.confine_links = mo.confine_links && !mo.follow_links;
-  if (!strcmp(cmd, "demo")) return d9_cli_demo(argv[0], keep);
-  if (!strcmp(cmd, "check")) {
-    if (npos != 2) {
-      fprintf(stderr, "d9dfs: check: wrong arguments\n%s", usage);
-      return 2;
-    }
-    return d9_cli_check(&mo, pos[0], pos[1]);
-  }
-  struct { const char *name; int min, max; } cmds[] = {
-      {"mount", 3, 3}, {"plan", 2, 2}, {"convert", 3, 3}, {"cat", 3, 5}};
-  int k = -1;
-  for (int i = 0; i < 4; i++)
-    if (!strcmp(cmd, cmds[i].name)) k = i;
-  if (k < 0 || npos < cmds[k].min || npos > cmds[k].max || (k == 3 && npos == 4)) {
-    fprintf(stderr, "d9dfs: %s: wrong arguments\n%s", cmd, usage);
-    return 2;
-  }
-  if (k == 0 && access(pos[2], F_OK)) {
+  return 0;
+}
+
+/* Each subcommand's exit code once its arguments are parsed. */
+static int run(int k, char **pos, int npos, d9_cli *c, const char *self) {
+  if (k == C_DEMO) return d9_cli_demo(self, c->keep);
+  if (k == C_SPECS) return d9_cli_specs(npos ? pos[0] : NULL);
+  char src[PATH_MAX], spec[PATH_MAX];
+  if (d9_cli_find_src(pos[0], src) || d9_cli_find_spec(pos[1], spec)) return 1;
+  if (k != C_CONVERT && c->force) c->mo.force = 1; /* convert: -o force for applies_to */
+  c->mo.confine_links = c->mo.confine_links && !c->mo.follow_links;
+  if (k == C_CHECK) return d9_cli_check(&c->mo, src, spec);
+  if (k == C_MOUNT && access(pos[2], F_OK)) {
     fprintf(stderr, "d9dfs: %s: mount point: %s\n", pos[2], strerror(errno));
     return 1;
   }
   /* A buffered (page-cache) reader spends as much CPU in the kernel as
    * the daemon does: leave it a CPU rather than split reads across all
    * of them (docs/performance.md, "Split reads"). */
-  if (k == 0 && !mo.threads && !fo.direct_io) {
+  if (k == C_MOUNT && !c->mo.threads && !c->fo.direct_io) {
     long n = sysconf(_SC_NPROCESSORS_ONLN) - 1;
-    mo.threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
+    c->mo.threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
   }
-  d9_mount *m = open_or_die(pos[0], pos[1], &mo);
+  d9_mount *m = open_or_die(src, spec, &c->mo);
   if (!m) return 1;
-  int rc = 0;
-  if (k == 0) {
-    d9_diag diag = {0};
-    if (d9_fs_serve(m, pos[2], &fo, &diag)) {
-      fprintf(stderr, "d9dfs: %s\n", diag.msg);
-      rc = 1;
-    }
-  } else if (k == 1) {
-    rc = d9_mount_print_plan(m, STDOUT_FILENO) ? 1 : 0;
-  } else if (k == 2) {
-    rc = d9_cli_convert(m, pos[2]);
+  int rc;
+  if (k == C_MOUNT) {
+    rc = cmd_mount(m, src, pos[2], c);
+  } else if (k == C_PLAN) {
+    rc = cmd_plan(m, c);
+  } else if (k == C_CONVERT) {
+    d9_convert_opts co = {.force = c->force, .jobs = c->jobs ? c->jobs : 1,
+                          .progress = isatty(STDERR_FILENO)};
+    rc = d9_cli_convert(m, pos[2], &co);
   } else {
     rc = cmd_cat(m, pos, npos);
   }
   d9_mount_close(m);
   return rc;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    fputs(usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+    printf("d9dfs %s\n", D9DFS_VERSION);
+    return 0;
+  }
+  int k = 0;
+  while (k < NCMDS && strcmp(argv[1], cmds[k].name)) k++;
+  d9_cli c = {0};
+  c.fo.readahead_kb = -1;
+  /* mount(8)'s helper form: d9dfs SRC MNT -o spec=SPEC,... */
+  c.helper = k == NCMDS && argv[1][0] != '-' && argc >= 3;
+  if (k == NCMDS && !c.helper) {
+    fprintf(stderr, "d9dfs: unknown subcommand '%s'\n%s", argv[1], usage);
+    return 2;
+  }
+  const subcmd *sc = &cmds[c.helper ? C_MOUNT : k];
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(sc->usage, stdout);
+      return 0;
+    }
+  char *pos[8];
+  int first = c.helper ? 1 : 2;
+  int npos = parse_args(argc - first, argv + first, pos, 8, &c, sc->name);
+  if (npos < 0) return 2;
+  if (c.helper) {
+    if (npos != 2 || !c.spec) {
+      fprintf(stderr, "d9dfs: %s: %s\n%s", argv[1],
+              npos != 2 ? "expected SRC MNT -o spec=SPEC (or a subcommand)"
+                        : "-o spec=SPEC is missing (mount -t fuse.d9dfs SRC MNT -o spec=NAME)",
+              mount_usage);
+      return 2;
+    }
+    char *mpos[3] = {pos[0], (char *)c.spec, pos[1]};
+    return run(C_MOUNT, mpos, 3, &c, argv[0]);
+  }
+  if (c.spec) {
+    fprintf(stderr, "d9dfs: %s: -o spec= is for mount(8)'s form; give SPEC as an argument\n",
+            sc->name);
+    return 2;
+  }
+  if (npos < sc->min || npos > sc->max || (k == C_CAT && npos == 4)) {
+    fprintf(stderr, "d9dfs: %s: wrong arguments\n%s", sc->name, sc->usage);
+    return 2;
+  }
+  return run(k, pos, npos, &c, argv[0]);
 }

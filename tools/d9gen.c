@@ -36,7 +36,8 @@ static const char usage[] =
     "  --shards N         safetensors files (1)\n"
     "  --block N          FP8 block size, deepseek_fp8 (128)\n"
     "  --seed N           seed of the values (1)\n"
-    "  --help             show this help\n";
+    "  --help             show this help\n"
+    "  --version          show the version\n";
 
 /* Parse all of s as a decimal integer in [lo, hi]. Returns 0 or -1. */
 static int parse_int(const char *s, long long lo, long long hi, long long *out) {
@@ -63,6 +64,12 @@ static int parse_u64(const char *s, uint64_t *out) {
 
 static int bad_value(const char *opt, const char *val) {
   fprintf(stderr, "d9gen: %s: invalid value '%s'\n", opt, val);
+  return 1;
+}
+
+/* An integer option out of its range: say the range. */
+static int bad_range(const char *opt, const char *val, long long lo, long long hi) {
+  fprintf(stderr, "d9gen: %s %s: must be %lld..%lld\n", opt, val, lo, hi);
   return 1;
 }
 
@@ -99,6 +106,10 @@ int main(int argc, char **argv) {
       fputs(usage, stdout);
       return 0;
     }
+    if (strcmp(a, "--version") == 0) {
+      printf("d9gen %s\n", D9DFS_VERSION);
+      return 0;
+    }
     if (a[0] != '-' || a[1] == 0) {
       if (outdir) {
         fprintf(stderr, "d9gen: more than one OUTDIR (see --help)\n");
@@ -118,7 +129,8 @@ int main(int argc, char **argv) {
     for (k = 0; k < sizeof ints / sizeof ints[0]; k++)
       if (strcmp(a, ints[k].opt) == 0) break;
     if (k < sizeof ints / sizeof ints[0]) {
-      if (parse_int(v, ints[k].lo, ints[k].hi, &n)) return bad_value(a, v);
+      if (parse_int(v, ints[k].lo, ints[k].hi, &n))
+        return bad_range(a, v, ints[k].lo, ints[k].hi);
       *(int64_t *)((char *)&p + ints[k].off) = n;
     } else if (strcmp(a, "--family") == 0) {
       /* handled above */
@@ -127,13 +139,13 @@ int main(int argc, char **argv) {
       if (t != D9_BF16 && t != D9_F16 && t != D9_F32) return bad_value(a, v);
       p.dtype = t;
     } else if (strcmp(a, "--bias") == 0) {
-      if (parse_int(v, 0, 1, &n)) return bad_value(a, v);
+      if (parse_int(v, 0, 1, &n)) return bad_range(a, v, 0, 1);
       p.bias = (int)n;
     } else if (strcmp(a, "--tied") == 0) {
-      if (parse_int(v, 0, 1, &n)) return bad_value(a, v);
+      if (parse_int(v, 0, 1, &n)) return bad_range(a, v, 0, 1);
       p.tied = (int)n;
     } else if (strcmp(a, "--shards") == 0) {
-      if (parse_int(v, 1, 99999, &n)) return bad_value(a, v);
+      if (parse_int(v, 1, 99999, &n)) return bad_range(a, v, 1, 99999);
       p.shards = (int)n;
     } else if (strcmp(a, "--seed") == 0) {
       if (parse_u64(v, &p.seed)) return bad_value(a, v);

@@ -8,8 +8,8 @@ D9_BUILD=${D9_BUILD:-$D9_ROOT/build}
 D9_VENV=${D9_VENV:-$D9_ROOT/.venv}
 
 d9_install_deps() {
-  local pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libcjson-dev liblz4-dev
-              libcmocka-dev python3 python3-venv bsdextrautils procps util-linux)
+  local pkgs=(build-essential cmake pkg-config libfuse3-dev fuse3 libcjson-dev
+              libcmocka-dev python3 python3-venv bsdextrautils procps util-linux man-db groff-base)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
