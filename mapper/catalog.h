@@ -53,11 +53,16 @@ typedef struct d9_catalog {
   cJSON *config;         /* parsed config.json or NULL if absent */
   char *config_text;     /* its bytes (NUL-terminated), or NULL */
   size_t config_len;
+  d9_st_budget meta;     /* header metadata limit and use (st_header.h) */
 } d9_catalog;
 
 /* Open and validate dir. Returns 0 or -errno with diag set. */
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag);
 void d9_catalog_close(d9_catalog *c); /* accepts NULL */
+/* d9_catalog_open with the headers' metadata bounded by meta_limit bytes
+ * (d9_catalog_open: D9_ST_META_MIB_DEFAULT MiB); over it: -EFBIG. */
+int d9_catalog_open_limited(const char *dir, uint64_t meta_limit, d9_catalog **out,
+                            d9_diag *diag);
 
 /* Tensor by exact name, or NULL. */
 const d9_src_tensor *d9_catalog_find(const d9_catalog *c, const char *name);

@@ -266,7 +266,9 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
   m->spec->lenient = o->lenient;
-  if ((rc = d9_catalog_open(o->src_dir, &m->cat, diag))) goto fail;
+  if ((rc = d9_catalog_open_limited(o->src_dir, (o->meta_mib ? o->meta_mib : D9_ST_META_MIB_DEFAULT) << 20,
+                                    &m->cat, diag)))
+    goto fail;
   if (o->reverse && m->cat->config && (rc = restore_config(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */

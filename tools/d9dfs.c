@@ -44,6 +44,8 @@ static const char usage[] =
     "                     dequant, ...) together (default: CPUs online, at most 8)\n"
     "  -o mem=MiB         evaluation memory budget (default 64): 2 MiB per read in\n"
     "                     flight; reads beyond it wait\n"
+    "  -o meta_mib=N      limit on the headers' metadata (tensor tables, names), MiB,\n"
+    "                     1..1048576 (default 512)\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
     "  -o etp=T           expert tensor parallelism: each expert split tp ways too (1 or tp)\n"
     "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"
@@ -98,6 +100,7 @@ static int parse_opts(char *s, d9_mount_opts *mo, d9_fs_opts *fo) {
     else if (!strcmp(tok, "threads") && eq && !parse_u(eq, 1, 8, &v)) mo->threads = (int)v;
     else if (!strcmp(tok, "mem") && eq && !parse_u(eq, 1, 1 << 20, &v))
       mo->mem_budget_mb = (uint64_t)v;
+    else if (!strcmp(tok, "meta_mib") && eq && !parse_u(eq, 1, 1 << 20, &v)) mo->meta_mib = (uint64_t)v;
     else if (!strcmp(tok, "vocab_divisible_by") && eq && !parse_u(eq, 1, 1 << 20, &v))
       mo->vocab_divisible_by = (int)v;
     else if (!strcmp(tok, "pp_layers") && eq && !parse_pp_layers(eq, mo)) continue;
