@@ -66,14 +66,14 @@ static int charge(rd *r, uint64_t n) {
   d9_st_budget *b = r->budget;
   r->need += n;
   if (!b || !b->limit || b->used + r->need <= b->limit) return 0;
-  char already[96] = "";
+  char already[128] = "";
   if (b->used)
-    snprintf(already, sizeof already, " with %" PRIu64 " MiB taken by the headers before it",
+    snprintf(already, sizeof already, ", which with the %" PRIu64 " MiB of the headers before it is",
              mib_up(b->used));
   return d9_diag_fail(r->diag, EFBIG,
-                      "%s: header metadata needs %" PRIu64 " MiB, over the limit of %" PRIu64
-                      " MiB%s (%s)",
-                      r->what, mib_up(r->need), b->limit / MIB, already,
+                      "%s: header metadata needs %" PRIu64 " MiB%s over the limit of %" PRIu64
+                      " MiB (%s)",
+                      r->what, mib_up(r->need), already, b->limit / MIB,
                       b->option ? b->option : "the metadata limit");
 }
 
@@ -219,13 +219,14 @@ static size_t read_str(rd *r, char *dst, size_t cap, int *whole) {
   return o;
 }
 
-/* The string at pos, whole, into the arena (charged to the budget). */
-static int arena_str(rd *r, char **out) {
+/* The string at pos, whole, into the arena; charged to the budget when
+ * `charged` (names were charged with the table). */
+static int arena_str(rd *r, int charged, char **out) {
   size_t start = r->pos;
   skip_string(r);
   size_t raw = r->pos - start - 2; /* decoding never lengthens */
   r->pos = start;
-  int whole, rc = charge(r, (raw + 16) & ~(uint64_t)15);
+  int whole, rc = charged ? charge(r, (raw + 16) & ~(uint64_t)15) : 0;
   if (rc) return rc;
   if (!(*out = d9_arena_alloc(r->a, raw + 1))) return oom(r);
   read_str(r, *out, raw + 1, &whole);
@@ -499,7 +500,7 @@ static int read_meta(rd *r, d9_st_header *out) {
   if (first_member(r))
     do {
       char *k, *v;
-      if ((rc = arena_str(r, &k))) return rc;
+      if ((rc = arena_str(r, 1, &k))) return rc;
       ws(r);
       r->pos++; /* ':' */
       ws(r);
@@ -509,7 +510,7 @@ static int read_meta(rd *r, d9_st_header *out) {
         return d9_diag_fail(r->diag, EINVAL, "%s: __metadata__ value of '%s' is not a string",
                             r->what, ks);
       }
-      if ((rc = arena_str(r, &v))) return rc;
+      if ((rc = arena_str(r, 1, &v))) return rc;
       out->meta_keys[out->nmeta] = k;
       out->meta_values[out->nmeta++] = v;
     } while (next_member(r));
@@ -534,20 +535,20 @@ static int read_header(rd *r, uint64_t data_len, const d9_json_shape *shape,
   int rc, seen_meta = 0;
   if (members >= INT_MAX) return d9_diag_fail(r->diag, EINVAL, "%s: too many tensors", r->what);
   uint64_t extra = r->budget ? r->budget->per_tensor : 0;
-  /* the table (one spare), names (each rounded up to 16 bytes in the
-   * arena), the caller's own per-tensor bytes, the scratch of the sorts */
+  /* the text (held while it is read), the table (one spare), the names
+   * (each rounded up to 16 bytes in the arena), the caller's own bytes per
+   * tensor, the scratch of the sorts; metadata strings are charged as read */
   uint64_t table = ((members + 1) * sizeof(d9_st_tensor) + 15) & ~(uint64_t)15;
-  if ((rc = charge(r, table + members * (extra + sizeof(int)))))
+  if ((rc = charge(r, r->len + table + members * (extra + sizeof(int) + 16) +
+                          shape->top_key_bytes)))
     return rc;
-  if ((rc = charge(r, shape->top_key_bytes + 16 * (uint64_t)members))) return rc;
-  r->need -= shape->top_key_bytes + 16 * (uint64_t)members; /* arena_str charges names */
   out->tensors = d9_arena_calloc(r->a, members + 1, sizeof *out->tensors);
   if (!out->tensors) return oom(r);
   ws(r);
   if (first_member(r))
     do {
       char *name;
-      if ((rc = arena_str(r, &name))) return rc;
+      if ((rc = arena_str(r, 0, &name))) return rc;
       ws(r);
       r->pos++; /* ':' */
       ws(r);
@@ -585,9 +586,7 @@ int d9_st_parse_budget(const char *json, uint64_t header_len, uint64_t file_size
   rd r = {.s = json, .len = (size_t)n, .what = what, .hwhat = hwhat, .diag = diag,
           .a = a, .budget = budget};
   size_t before = d9_arena_used(a);
-  /* the text itself is held while it is read */
-  if (!(rc = charge(&r, n))) rc = read_header(&r, data_len, &shape, out);
-  if (rc) {
+  if ((rc = read_header(&r, data_len, &shape, out))) {
     memset(out, 0, sizeof *out);
     return rc;
   }
