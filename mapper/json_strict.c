@@ -12,6 +12,9 @@
  *      double cannot hold exactly when it matters (below);
  *   3. cJSON builds the tree; an iterative walk rejects duplicate keys
  *      (sorted key pointers: O(n log n) per object).
+ * d9_json_check runs passes 1 and 2 only, for a reader that walks the text
+ * itself (the safetensors header, st_parse.c). Errors in the text name the
+ * byte offset and its line and column (counted on failure only).
  *
  * Inexact numbers: cJSON keeps only a double, so "9007199254740993" reads
  * as 2^53 and "1.0000000000000001" as 1. The scanner flags every literal
