@@ -45,13 +45,16 @@ enum {
 
 static void show(char *dst, size_t cap, const char *s) { d9_diag_show(dst, cap, s); }
 
-/* 1-based line and column (in bytes) of offset at in s. */
-static void line_col(const unsigned char *s, size_t at, size_t *line, size_t *col) {
+void d9_json_line_col(const char *text, size_t at, size_t *line, size_t *col) {
   size_t l = 1, bol = 0;
   for (size_t i = 0; i < at; i++)
-    if (s[i] == '\n') l++, bol = i + 1;
+    if (text[i] == '\n') l++, bol = i + 1;
   *line = l;
   *col = at - bol + 1;
+}
+
+static void line_col(const unsigned char *s, size_t at, size_t *line, size_t *col) {
+  d9_json_line_col((const char *)s, at, line, col);
 }
 
 /* "WHAT: REASON at byte N (line L, column C)"; returns -EINVAL. */
@@ -318,8 +321,9 @@ static int scan_json(scan *sc, int max_depth, int *is_object) {
     case ST_VALUE:
       if (c == '{' || c == '[') {
         if (depth >= max_depth) {
-          rc = d9_diag_fail(sc->diag, EINVAL, "%s: json nested deeper than %d",
-                            sc->what, max_depth);
+          char r[64];
+          snprintf(r, sizeof r, "json nested deeper than %d", max_depth);
+          rc = fail_at(sc, sc->pos, r);
           goto out;
         }
         stack[depth++] = c;

@@ -13,6 +13,9 @@
 /* Errors in the text say where: "WHAT: REASON at byte N (line L, column C)",
  * lines and columns counted from 1, columns in bytes. */
 
+/* Line and column (1-based, columns in bytes) of offset at in text. */
+void d9_json_line_col(const char *text, size_t at, size_t *line, size_t *col);
+
 /* Parse buf[0..len) as one JSON value: valid UTF-8 throughout (no
  * overlong forms, no surrogates, nothing above U+10FFFF), no NUL byte
  * inside the text, nesting depth at most max_depth (checked before cJSON

@@ -355,6 +355,7 @@ static int read_entry(rd *r, d9_st_tensor *t, uint64_t data_len) {
     do {
       char key[64];
       int whole, k = 0;
+      size_t kpos = r->pos;
       read_str(r, key, sizeof key, &whole);
       while (k < 3 && (!whole || strcmp(key, entry_keys[k]))) k++;
       if (k == 3) {
@@ -362,8 +363,12 @@ static int read_entry(rd *r, d9_st_tensor *t, uint64_t data_len) {
         show(ks, key);
         return tfail(r, t->name, "unknown key '%s%s'", ks, whole ? "" : "...");
       }
-      if (at[k])
-        return d9_diag_fail(r->diag, EINVAL, "%s: duplicate key '%s'", r->hwhat, entry_keys[k]);
+      if (at[k]) {
+        size_t line, col;
+        d9_json_line_col(r->s, kpos, &line, &col);
+        return d9_diag_fail(r->diag, EINVAL, "%s: duplicate key '%s' at byte %zu (line %zu, column %zu)",
+                            r->hwhat, entry_keys[k], kpos, line, col);
+      }
       ws(r);
       r->pos++; /* ':' */
       ws(r);

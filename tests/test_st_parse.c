@@ -70,7 +70,7 @@ static const mcase mcases[] = {
   {"{'x':{'dtype':'U8','shape':[0],'data_offsets':[0,0]},'\\u0078':{'dtype':'U8','shape':[0],"
    "'data_offsets':[0,0]}}", F ": header: duplicate key 'x'"},
   {"{'x':{'dtype':'U8','shape':[0],'data_offsets':[0,0],'shape':[0]}}",
-   F ": header: duplicate key 'shape'"},
+   F ": header: duplicate key 'shape' at byte 52 (line 1, column 53)"},
   {"{'x':{'dtype':'U8','shape':[[1]],'data_offsets':[0,0]}}",
    F ": tensor 'x': shape[0] is not an integer in [0, 2^53]: it is an array"},
   {"{'x':{'dtype':'U8','shape':[null],'data_offsets':[0,0]}}",
