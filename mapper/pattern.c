@@ -183,7 +183,8 @@ static int compile(matcher *m, const char *pat, const d9_caps *caps) {
 
 static uint32_t hash_key(const uint32_t *k, size_t n) {
   uint32_t h = 2166136261u;
-  for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 16777619u;
+  for (size_t i = 0; i < n; i++) /* FNV-1a, mod 2^32 without an unsigned wrap */
+    h = (uint32_t)((uint64_t)(h ^ k[i]) * 16777619u);
   return h;
 }
 
