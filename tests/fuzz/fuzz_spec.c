@@ -284,8 +284,9 @@ static int spec_pattern(const cJSON *it) {
   return cJSON_IsString(it) && strchr(it->valuestring, '.') != NULL;
 }
 
+/* ctx: the output capacity (size_t), which bounds the clones */
 static void spec_limits(cJSON **root, d9_fz_rng *r, void *ctx) {
-  (void)ctx;
+  size_t cap = *(const size_t *)ctx;
   size_t n;
   cJSON **v = d9_fz_nodes(*root, &n);
   if (!v) return;
@@ -304,6 +305,8 @@ static void spec_limits(cJSON **root, d9_fz_rng *r, void *ctx) {
     if (!want_pattern && spec_container(it) && it->child) {
       int have = cJSON_GetArraySize(it), want = d9_fz_limit_count(r);
       cJSON *src = it->child;
+      size_t one = d9_fz_printed_size(src) + 16;
+      if (want > have && (size_t)(want - have) * one > cap / 2) want = have + (int)(cap / 2 / one);
       for (int i = have; i < want; i++) {
         cJSON *d = cJSON_Duplicate(src, 1);
         if (!d) break;
@@ -336,7 +339,7 @@ static void spec_limits(cJSON **root, d9_fz_rng *r, void *ctx) {
 size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed) {
   d9_fz_rng r = {seed};
   if (d9_fz_below(&r, 5) == 0) return LLVMFuzzerMutate(data, size, max_size);
-  d9_fz_cfg cfg = {spec_names, NSPEC_NAMES, spec_limits, NULL, NULL};
+  d9_fz_cfg cfg = {spec_names, NSPEC_NAMES, spec_limits, NULL, &max_size};
   uint8_t *out = malloc(max_size);
   size_t len = out ? d9_fz_mutate(data, size, out, max_size, seed, &cfg) : 0;
   if (len) memcpy(data, out, len);

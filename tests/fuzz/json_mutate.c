@@ -94,7 +94,7 @@ cJSON **d9_fz_nodes(cJSON *root, size_t *n) {
   return out;
 }
 
-static size_t printed_size(const cJSON *it) {
+size_t d9_fz_printed_size(const cJSON *it) {
   char *s = cJSON_PrintUnformatted(it);
   size_t n = s ? strlen(s) : 0;
   free(s);
@@ -106,7 +106,7 @@ static void grow(cJSON *c, d9_fz_rng *r, size_t cap) {
   int have = cJSON_GetArraySize(c), want = d9_fz_limit_count(r);
   if (have == 0 || want <= have) return;
   cJSON *src = cJSON_GetArrayItem(c, (int)d9_fz_below(r, (uint64_t)have));
-  size_t one = printed_size(src) + 16;
+  size_t one = d9_fz_printed_size(src) + 16;
   if ((size_t)(want - have) * one > cap) want = have + (int)(cap / one);
   int same_key = cJSON_IsObject(c) && d9_fz_below(r, 8) == 0;
   for (int i = have; i < want; i++) {
@@ -219,7 +219,7 @@ static void mutate_once(cJSON **root, d9_fz_rng *r, size_t cap, const d9_fz_cfg 
       while (k < n && v[k].it != p) k++;
       p = k < n ? v[k].parent : NULL;
     }
-    if (!anc && v[j].it != it && printed_size(v[j].it) < cap / 4)
+    if (!anc && v[j].it != it && d9_fz_printed_size(v[j].it) < cap / 4)
       replace(v, i, cJSON_Duplicate(v[j].it, 1));
     break;
   }

@@ -59,6 +59,9 @@ typedef struct d9_fz_cfg {
 size_t d9_fz_mutate(const uint8_t *in, size_t n, uint8_t *out, size_t cap, unsigned seed,
                     const d9_fz_cfg *cfg);
 
+/* Bytes of it printed unformatted. */
+size_t d9_fz_printed_size(const cJSON *it);
+
 /* The nodes of a tree in pre-order (malloc'd, *n of them; free it). */
 cJSON **d9_fz_nodes(cJSON *root, size_t *n);
 
