@@ -46,8 +46,8 @@ int d9_pattern_check(const char *pat, const char *where, d9_diag *diag) {
                           where, pat, (size_t)(p - pat));
     if (t.is_cap && t.any && ++nany > D9_MAX_ANY_CAPS)
       return d9_diag_fail(diag, EINVAL,
-                          "%s: pattern '%s': more than %d {NAME*} captures (matching "
-                          "cost grows as the name length to that power)",
+                          "%s: pattern '%s': more than %d {NAME*} captures (several "
+                          "{NAME*} in a row make the split of a name ambiguous)",
                           where, pat, D9_MAX_ANY_CAPS);
     if (t.is_cap && ++ncap > D9_MAX_CAPS)
       return d9_diag_fail(diag, EINVAL, "%s: pattern '%s': more than %d captures",
