@@ -171,7 +171,7 @@ static int load_shard(d9_catalog *c, int s, d9_src_tensor **tens, int *cap,
   }
   json[hlen] = 0;
   d9_st_header h;
-  rc = d9_st_parse(json, hlen, size, sh->name, c->arena, &h, diag);
+  rc = d9_st_parse_budget(json, hlen, size, sh->name, c->arena, &c->meta, &h, diag);
   free(json);
   if (rc) return rc;
   sh->data_start = h.data_start;
@@ -291,10 +291,21 @@ static int cross_check(d9_catalog *c, cJSON *index, d9_diag *diag) {
 }
 
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag) {
-  return d9_catalog_open_flags(dir, D9_CATALOG_CONFINE, out, diag);
+  return d9_catalog_open_ex(dir, D9_CATALOG_CONFINE, (uint64_t)D9_ST_META_MIB_DEFAULT << 20,
+                            out, diag);
 }
 
 int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_diag *diag) {
+  return d9_catalog_open_ex(dir, flags, (uint64_t)D9_ST_META_MIB_DEFAULT << 20, out, diag);
+}
+
+int d9_catalog_open_limited(const char *dir, uint64_t meta_limit, d9_catalog **out,
+                            d9_diag *diag) {
+  return d9_catalog_open_ex(dir, D9_CATALOG_CONFINE, meta_limit, out, diag);
+}
+
+int d9_catalog_open_ex(const char *dir, unsigned flags, uint64_t meta_limit, d9_catalog **out,
+                       d9_diag *diag) {
   int rc = -ENOMEM;
   cJSON *index = NULL;
   d9_src_tensor *tens = NULL;
@@ -303,6 +314,9 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
   if (!c) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
   c->dirfd = -1;
   c->confine = (flags & D9_CATALOG_CONFINE) != 0;
+  /* per tensor: load_shard's growing array and the final copy, by_name */
+  c->meta = (d9_st_budget){meta_limit, 0, 2 * sizeof(d9_src_tensor) + sizeof(int),
+                           "-o meta_mib=N raises it"};
   if (!(c->arena = d9_arena_create()) || !(c->dir = d9_arena_strdup(c->arena, dir))) {
     rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
     goto fail;

@@ -76,6 +76,7 @@ typedef struct d9_catalog {
   char *config_text;     /* its bytes (NUL-terminated), or NULL */
   size_t config_len;
   struct stat config_st; /* config.json at open (mode, owner); zeroed if absent */
+  d9_st_budget meta;     /* header metadata limit and use (st_header.h) */
 } d9_catalog;
 
 /* Flags for d9_catalog_open_flags. */
@@ -89,6 +90,13 @@ int d9_catalog_open_flags(const char *dir, unsigned flags, d9_catalog **out, d9_
 /* d9_catalog_open_flags(dir, D9_CATALOG_CONFINE, out, diag). */
 int d9_catalog_open(const char *dir, d9_catalog **out, d9_diag *diag);
 void d9_catalog_close(d9_catalog *c); /* accepts NULL */
+/* d9_catalog_open with the headers' metadata bounded by meta_limit bytes
+ * (d9_catalog_open: D9_ST_META_MIB_DEFAULT MiB); over it: -EFBIG. */
+int d9_catalog_open_limited(const char *dir, uint64_t meta_limit, d9_catalog **out,
+                            d9_diag *diag);
+/* Both: flags as d9_catalog_open_flags, meta_limit as d9_catalog_open_limited. */
+int d9_catalog_open_ex(const char *dir, unsigned flags, uint64_t meta_limit, d9_catalog **out,
+                       d9_diag *diag);
 
 /* Serve config (taken; NULL for none) and its text (taken: malloc'd, len
  * bytes) as the source's config.json from now on, freeing the ones read at

@@ -12,6 +12,9 @@
  *      double cannot hold exactly when it matters (below);
  *   3. cJSON builds the tree; an iterative walk rejects duplicate keys
  *      (sorted key pointers: O(n log n) per object).
+ * d9_json_check runs passes 1 and 2 only, for a reader that walks the text
+ * itself (the safetensors header, st_parse.c). Errors in the text name the
+ * byte offset and its line and column (counted on failure only).
  *
  * Inexact numbers: cJSON keeps only a double, so "9007199254740993" reads
  * as 2^53 and "1.0000000000000001" as 1. The scanner flags every literal
@@ -25,21 +28,40 @@
 #include "json_strict.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum {
   D9_JSON_INEXACT = 1 << 12, /* private cJSON type bit, see the top */
+  D9_JSON_NOT_INT = 1 << 13, /* ... and why: not written as an integer */
   NUM_MAX_CHARS = 63         /* cJSON copies at most 63 number chars */
 };
 
 /* ---- messages ---- */
 
 static void show(char *dst, size_t cap, const char *s) { d9_diag_show(dst, cap, s); }
+
+void d9_json_line_col(const char *text, size_t at, size_t *line, size_t *col) {
+  size_t l = 1, bol = 0;
+  for (size_t i = 0; i < at; i++)
+    if (text[i] == '\n') l++, bol = i + 1;
+  *line = l;
+  *col = at - bol + 1;
+}
+
+static void line_col(const unsigned char *s, size_t at, size_t *line, size_t *col) {
+  d9_json_line_col((const char *)s, at, line, col);
+}
+
+/* "WHAT: REASON at byte N (line L, column C)"; returns -EINVAL. */
+static int fail_text(d9_diag *diag, const char *what, const unsigned char *s,
+                     size_t at, const char *reason) {
+  size_t line, col;
+  line_col(s, at, &line, &col);
+  return d9_diag_fail(diag, EINVAL, "%s: %s at byte %zu (line %zu, column %zu)",
+                      what, reason, at, line, col);
+}
 
 /* ---- pass 1: UTF-8 and NUL ---- */
 
@@ -90,13 +112,15 @@ typedef struct scan {
   const char *what;
   d9_diag *diag;
   size_t nnum;              /* numbers seen so far */
-  size_t *inexact;          /* ordinals of flagged numbers, ascending */
+  size_t *inexact;          /* 2 * ordinal + (not written as an integer) of
+                               the flagged numbers, ascending */
   size_t ninexact, capinexact;
+  int no_flags;             /* d9_json_check: no tree, so no number flags */
+  d9_json_shape shape;      /* counts for d9_json_check */
 } scan;
 
 static int fail_at(scan *sc, size_t at, const char *reason) {
-  return d9_diag_fail(sc->diag, EINVAL, "%s: %s at byte %zu", sc->what,
-                      reason, at);
+  return fail_text(sc->diag, sc->what, sc->s, at, reason);
 }
 
 static int is_ws(unsigned char c) {
@@ -242,7 +266,7 @@ static int scan_number(scan *sc) {
   int written_int = memchr(s + start, '.', p - start) == NULL &&
                     memchr(s + start, 'e', p - start) == NULL &&
                     memchr(s + start, 'E', p - start) == NULL;
-  if (!written_int || !number_exact(dig, nd, exp - (long)nfrac)) {
+  if (!sc->no_flags && (!written_int || !number_exact(dig, nd, exp - (long)nfrac))) {
     if (sc->ninexact == sc->capinexact) {
       size_t cap = sc->capinexact ? 2 * sc->capinexact : 16;
       size_t *n = realloc(sc->inexact, cap * sizeof *n);
@@ -251,7 +275,7 @@ static int scan_number(scan *sc) {
       sc->inexact = n;
       sc->capinexact = cap;
     }
-    sc->inexact[sc->ninexact++] = sc->nnum;
+    sc->inexact[sc->ninexact++] = 2 * sc->nnum + !written_int;
   }
   sc->nnum++;
   sc->pos = p;
@@ -294,8 +318,9 @@ static int scan_json(scan *sc, int max_depth, int *is_object) {
     case ST_VALUE:
       if (c == '{' || c == '[') {
         if (depth >= max_depth) {
-          rc = d9_diag_fail(sc->diag, EINVAL, "%s: json nested deeper than %d",
-                            sc->what, max_depth);
+          char r[64];
+          snprintf(r, sizeof r, "json nested deeper than %d", max_depth);
+          rc = fail_at(sc, sc->pos, r);
           goto out;
         }
         stack[depth++] = c;
@@ -325,7 +350,12 @@ static int scan_json(scan *sc, int max_depth, int *is_object) {
         rc = fail_at(sc, sc->pos, "expected a string key");
         goto out;
       }
+      size_t kstart = sc->pos;
       if ((rc = scan_string(sc))) goto out;
+      if (depth == 1) {
+        sc->shape.top_members++;
+        sc->shape.top_key_bytes += sc->pos - kstart - 2;
+      }
       state = ST_COLON;
       continue;
     case ST_COLON:
@@ -390,8 +420,8 @@ static int walk_tree(cJSON *root, int max_depth, const scan *sc) {
   if (!stack) return d9_diag_fail(sc->diag, ENOMEM, "%s: out of memory", sc->what);
   for (cJSON *it = root;;) {
     if (cJSON_IsNumber(it)) {
-      if (nexti < sc->ninexact && sc->inexact[nexti] == nnum) {
-        it->type |= D9_JSON_INEXACT;
+      if (nexti < sc->ninexact && sc->inexact[nexti] / 2 == nnum) {
+        it->type |= D9_JSON_INEXACT | (sc->inexact[nexti] % 2 ? D9_JSON_NOT_INT : 0);
         nexti++;
       }
       nnum++;
@@ -444,45 +474,95 @@ out:
   return rc;
 }
 
-cJSON *d9_json_parse(const char *buf, size_t len, int max_depth,
-                     int spaces_only_after, const char *what, d9_diag *diag) {
-  const unsigned char *s = (const unsigned char *)buf;
-  if (max_depth < 0) max_depth = 0;
-  if (max_depth > CJSON_NESTING_LIMIT) max_depth = CJSON_NESTING_LIMIT;
+/* Passes 1 and 2; returns 0 or -errno with diag set. */
+static int check_text(scan *sc, int max_depth, int *is_object) {
   int nul;
-  size_t bad = utf8_scan(s, len, &nul);
-  if (bad < len) {
-    d9_diag_fail(diag, EINVAL, "%s: %s at byte %zu", what,
-                 nul ? "nul byte in the json" : "invalid utf-8", bad);
-    return NULL;
-  }
+  size_t bad = utf8_scan(sc->s, sc->len, &nul);
+  if (bad < sc->len)
+    return fail_text(sc->diag, sc->what, sc->s, bad,
+                     nul ? "nul byte in the json" : "invalid utf-8");
+  return scan_json(sc, max_depth, is_object);
+}
+
+static int clamp_depth(int max_depth) {
+  if (max_depth < 0) return 0;
+  return max_depth > CJSON_NESTING_LIMIT ? CJSON_NESTING_LIMIT : max_depth;
+}
+
+int d9_json_check(const char *buf, size_t len, int max_depth,
+                  int spaces_only_after, const char *what, d9_json_shape *shape,
+                  d9_diag *diag) {
+  scan sc = {.s = (const unsigned char *)buf, .len = len,
+             .spaces_only = spaces_only_after, .what = what, .diag = diag,
+             .no_flags = 1};
+  int is_object = 0;
+  int rc = check_text(&sc, max_depth < 0 ? 0 : max_depth, &is_object);
+  if (!rc && shape) *shape = sc.shape;
+  return rc;
+}
+
+int d9_json_read(const char *buf, size_t len, int max_depth,
+                 int spaces_only_after, const char *what, cJSON **out,
+                 d9_diag *diag) {
+  const unsigned char *s = (const unsigned char *)buf;
+  max_depth = clamp_depth(max_depth);
+  *out = NULL;
   scan sc = {.s = s, .len = len, .spaces_only = spaces_only_after,
              .what = what, .diag = diag};
-  int is_object = 0;
+  int is_object = 0, rc;
   cJSON *root = NULL;
-  if (scan_json(&sc, max_depth, &is_object)) goto fail;
+  if ((rc = check_text(&sc, max_depth, &is_object))) goto fail;
 
   const char *end = NULL;
   root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
   if (!root) {
-    size_t at = end && end >= buf && end <= buf + len ? (size_t)(end - buf) : 0;
-    d9_diag_fail(diag, EINVAL, "%s: cjson could not parse the json at byte %zu",
-                 what, at);
+    /* the text is valid and within cJSON's nesting limit: only an
+     * allocation can have failed */
+    rc = d9_diag_fail(diag, ENOMEM,
+                      "%s: out of memory building the json tree of %zu bytes",
+                      what, len);
     goto fail;
   }
   /* belt and braces: the scanner already checked what follows the value */
   for (size_t i = end ? (size_t)(end - buf) : len; i < len; i++)
     if (spaces_only_after ? s[i] != ' ' : !is_ws(s[i])) {
-      d9_diag_fail(diag, EINVAL, "%s: trailing bytes after the json %s at byte %zu",
-                   what, is_object ? "object" : "value", i);
+      rc = fail_text(diag, what, s, i, is_object ? "trailing bytes after the json object"
+                                                : "trailing bytes after the json value");
       goto fail;
     }
-  if (walk_tree(root, max_depth, &sc)) goto fail;
+  if ((rc = walk_tree(root, max_depth, &sc))) goto fail;
   free(sc.inexact);
-  return root;
+  *out = root;
+  return 0;
 fail:
   cJSON_Delete(root);
   free(sc.inexact);
+  return rc;
+}
+
+cJSON *d9_json_parse(const char *buf, size_t len, int max_depth,
+                     int spaces_only_after, const char *what, d9_diag *diag) {
+  cJSON *root;
+  return d9_json_read(buf, len, max_depth, spaces_only_after, what, &root, diag)
+             ? NULL : root;
+}
+
+const char *d9_json_int_why(const cJSON *v, int64_t lo, int64_t hi,
+                            char *buf, size_t cap) {
+  const int64_t lim = INT64_C(1) << 53;
+  if (hi > lim) hi = lim;
+  if (lo < -lim) lo = -lim;
+  if (!cJSON_IsNumber(v)) return "is not a number";
+  double d = v->valuedouble;
+  if (v->type & D9_JSON_NOT_INT)
+    return "is not written as an integer (no '.', no exponent)";
+  if (v->type & D9_JSON_INEXACT)
+    return "is beyond 2^53, where a json number (a double) loses integers";
+  if (d < (double)lo || d > (double)hi) {
+    snprintf(buf, cap, "%.0f is outside [%lld, %lld]", d, (long long)lo,
+             (long long)hi);
+    return buf;
+  }
   return NULL;
 }
 
@@ -498,73 +578,4 @@ int d9_json_int(const cJSON *v, int64_t lo, int64_t hi, int64_t *out) {
   if ((double)i != d) return -EINVAL; /* fractional */
   *out = i;
   return 0;
-}
-
-/* ---- files ---- */
-
-static int fail_errno(d9_diag *diag, int err, const char *path) {
-  return d9_diag_errno(diag, err, path);
-}
-
-int d9_read_small_file(int dirfd, const char *path, size_t max, char **out,
-                       size_t *out_len, d9_diag *diag) {
-  struct stat st;
-  char *buf = NULL;
-  int rc;
-  *out = NULL;
-  *out_len = 0;
-  int fd = openat(dirfd, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return fail_errno(diag, errno, path);
-  if (fstat(fd, &st) < 0) {
-    rc = fail_errno(diag, errno, path);
-    goto close_fd;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    rc = d9_diag_fail(diag, EINVAL, "%s: not a regular file", path);
-    goto close_fd;
-  }
-  if (st.st_size < 0 || (uint64_t)st.st_size > max ||
-      (uint64_t)st.st_size >= SIZE_MAX) {
-    rc = d9_diag_fail(diag, EFBIG, "%s: file is %lld bytes, more than the limit of %zu",
-                      path, (long long)st.st_size, max);
-    goto close_fd;
-  }
-  size_t size = (size_t)st.st_size, got = 0;
-  buf = malloc(size + 1);
-  if (!buf) {
-    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory reading %zu bytes", path, size);
-    goto close_fd;
-  }
-  /* read size bytes, then one more to see that the file did not grow */
-  for (;;) {
-    char extra;
-    int probing = got == size;
-    ssize_t n = probing ? read(fd, &extra, 1) : read(fd, buf + got, size - got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      rc = fail_errno(diag, errno, path);
-      goto free_buf;
-    }
-    if (n == 0 && !probing) {
-      rc = d9_diag_fail(diag, EIO, "%s: file shrank while being read (%zu of %zu bytes)",
-                        path, got, size);
-      goto free_buf;
-    }
-    if (n > 0 && probing) {
-      rc = d9_diag_fail(diag, EIO, "%s: file grew while being read", path);
-      goto free_buf;
-    }
-    if (probing) break;
-    got += (size_t)n;
-  }
-  buf[size] = 0;
-  close(fd);
-  *out = buf;
-  *out_len = size;
-  return 0;
-free_buf:
-  free(buf);
-close_fd:
-  close(fd);
-  return rc;
 }

@@ -81,8 +81,9 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_read_small_file(AT_FDCWD, o->spec_path, SPEC_MAX, &text, &len, diag))) goto fail;
   if ((rc = d9_spec_parse(text, len, o->spec_path, &m->spec, diag))) goto fail;
   m->spec->lenient = o->lenient;
-  if ((rc = d9_catalog_open_flags(o->src_dir, o->confine_links ? D9_CATALOG_CONFINE : 0,
-                                  &m->cat, diag)))
+  uint64_t meta_mib = o->meta_mib ? o->meta_mib : D9_ST_META_MIB_DEFAULT;
+  if ((rc = d9_catalog_open_ex(o->src_dir, o->confine_links ? D9_CATALOG_CONFINE : 0,
+                               meta_mib << 20, &m->cat, diag)))
     goto fail;
   if (o->reverse && m->cat->config && (rc = d9_config_restore(m->cat, diag))) goto fail;
   if (o->reverse) {

@@ -35,6 +35,7 @@ typedef struct d9_mount_opts {
   const char *device;     /* "auto", "cpu", "cuda[:N]"; NULL = auto */
   int verbose;            /* log each read to stderr */
   uint64_t max_shard_size;/* override the spec's output.max_shard_size; 0 = the spec's */
+  uint64_t meta_mib;      /* -o meta_mib=N: header metadata limit, MiB (0 = 512) */
   uint64_t mem_budget_mb; /* -o mem=MiB: evaluation scratch, in MiB (0 = 64); reads
                              beyond it wait (2 MiB per read in flight) */
   int threads;            /* -o threads=N: threads that evaluate one computing read

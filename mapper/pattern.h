@@ -8,13 +8,18 @@
  * "model.layers.0.mlp.up_proj.weight"). Everything else is literal; `{{`
  * and `}}` stand for literal braces. Capture names are [A-Za-z_][A-Za-z0-9_]*.
  * A name used twice in one pattern must capture the same text both times.
- * At most D9_MAX_ANY_CAPS {NAME*} captures, so matching a name of n bytes
- * costs at most O(n^2) steps.
+ * At most D9_MAX_ANY_CAPS {NAME*} captures per pattern.
+ *
+ * Matching is a depth-first search ({NAME} tries its shortest text first,
+ * {NAME*} its longest) whose first success gives the captures; failed
+ * states are memoised, so a name of n bytes costs O(D9_MAX_CAPS * n^2)
+ * steps when no name repeats, whatever the captures (see pattern.c).
  */
 #ifndef D9_PATTERN_H
 #define D9_PATTERN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "diag.h"
 
@@ -40,6 +45,11 @@ int d9_pattern_check(const char *pat, const char *where, d9_diag *diag);
  * new ones are appended. Returns 1 on a match (caps extended), 0 otherwise
  * (caps unchanged). pat must have passed d9_pattern_check. */
 int d9_pattern_match(const char *pat, const char *s, d9_caps *caps);
+
+/* d9_pattern_match that also adds the steps it took to *steps (a test
+ * hook: the bound on the matching cost is asserted through it). */
+int d9_pattern_match_counted(const char *pat, const char *s, d9_caps *caps,
+                             uint64_t *steps);
 
 /* Write pat with its captures substituted into out (cap bytes). Returns the
  * length, -ENOENT if pat uses a capture not in caps (its name is then

@@ -39,6 +39,7 @@
 #define D9_MAX_DIMS 8
 #define D9_ST_HEADER_MAX (100u * 1000u * 1000u) /* bytes */
 #define D9_JSON_MAX_DEPTH 64
+#define D9_ST_META_MIB_DEFAULT 512 /* header metadata limit of a mount, MiB */
 
 typedef struct d9_st_tensor {
   const char *name;          /* arena-owned, NUL-terminated, no NUL inside */
@@ -61,13 +62,33 @@ typedef struct d9_st_header {
  * JSON bytes `json` of length header_len, for a file of `file_size` bytes.
  * Two-step use: call d9_st_header_len() on the 8-byte prefix to learn N
  * (validated against file_size), read N bytes, then d9_st_parse().
- * `what` names the file in messages. All output memory comes from `a`.
- * Returns 0, or -EINVAL with diag set. */
+ * `what` names the file in messages. All output memory comes from `a`;
+ * no JSON tree is built (st_parse.c). Returns 0, or -EINVAL (-ENOMEM) with
+ * diag set. */
 int d9_st_header_len(const unsigned char prefix[8], uint64_t file_size,
                      const char *what, uint64_t *header_len, d9_diag *diag);
 int d9_st_parse(const char *json, uint64_t header_len, uint64_t file_size,
                 const char *what, d9_arena *a, d9_st_header *out,
                 d9_diag *diag);
+
+/* A bound on header metadata across the headers of one mount. A header is
+ * charged its text (held while it is read), its tensor table, names and
+ * metadata strings, one int per tensor of sort scratch, and per_tensor
+ * bytes per tensor for the caller's own table; what stays after the parse
+ * (all but the text and the scratch) adds to used. */
+typedef struct d9_st_budget {
+  uint64_t limit;      /* bytes; 0: no limit */
+  uint64_t used;       /* bytes kept by the headers parsed so far (in/out) */
+  uint64_t per_tensor; /* bytes the caller adds per tensor */
+  const char *option;  /* how to raise the limit, named in the refusal */
+} d9_st_budget;
+
+/* d9_st_parse within a budget (NULL: none). Over it: -EFBIG, diag
+ * "WHAT: header metadata needs N MiB, over the limit of M MiB (OPTION)",
+ * refused before the table is built when the count of tensors shows it. */
+int d9_st_parse_budget(const char *json, uint64_t header_len,
+                       uint64_t file_size, const char *what, d9_arena *a,
+                       d9_st_budget *budget, d9_st_header *out, d9_diag *diag);
 
 /* Writer. Entries are laid out in the order given, contiguous from 0.
  * Emits "__metadata__" first ({"format":"pt"} plus any extra pairs), then

@@ -363,12 +363,112 @@ static void test_read_small_file_table(void **state) {
   rmdir(dir);
 }
 
+/* ---- where errors are, why integers fail, out of memory, d9_json_check ---- */
+
+static void test_json_error_line_column(void **state) {
+  (void)state;
+  static const struct {
+    const char *text, *msg;
+  } cases[] = {
+    {"{\n  \"a\": 1,\n  \"b\": [1 2]\n}", "t.json: expected ',' or ']' at byte 22 (line 3, column 11)"},
+    {"[1,\n\n\xff]", "t.json: invalid utf-8 at byte 5 (line 3, column 1)"},
+    {"{\"a\":\r\n 01}", "leading zero in a number at byte 8 (line 2, column 2)"},
+    {"[\"x\n\"]", "control character 0x0a in a string at byte 3 (line 1, column 4)"},
+    {"{}\n\n  x", "trailing bytes after the json object at byte 6 (line 3, column 3)"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    d9_diag diag = {0};
+    cJSON *j = d9_json_parse(cases[i].text, strlen(cases[i].text), 64, 0, "t.json", &diag);
+    if (j || !strstr(diag.msg, cases[i].msg))
+      fail_msg("case %zu: want '%s', got '%s'", i, cases[i].msg, diag.msg);
+    /* d9_json_check finds the same error in the same place */
+    d9_diag d2 = {0};
+    assert_int_equal(d9_json_check(cases[i].text, strlen(cases[i].text), 64, 0, "t.json",
+                                   NULL, &d2), -EINVAL);
+    assert_string_equal(d2.msg, diag.msg);
+  }
+}
+
+static void test_json_int_why(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    int64_t lo, hi;
+    const char *why; /* NULL: accepted */
+  } cases[] = {
+    {"7", 0, 10, NULL},
+    {"9007199254740992", 0, INT64_C(1) << 53, NULL},
+    {"9007199254740993", 0, INT64_C(1) << 53, "is beyond 2^53"},
+    {"18446744073709551616", 0, INT64_C(1) << 53, "is beyond 2^53"},
+    {"1e3", 0, 10000, "is not written as an integer"},
+    {"2.0", 0, 10, "is not written as an integer"},
+    {"11", 0, 10, "11 is outside [0, 10]"},
+    {"-1", 0, 10, "-1 is outside [0, 10]"},
+    {"1000000000000000000000", 0, 10, "is outside [0, 10]"},
+    {"\"3\"", 0, 10, "is not a number"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char text[64], buf[96];
+    snprintf(text, sizeof text, "[%s]", cases[i].text);
+    cJSON *j = d9_json_parse(text, strlen(text), 64, 0, "t.json", NULL);
+    assert_non_null(j);
+    const char *why = d9_json_int_why(j->child, cases[i].lo, cases[i].hi, buf, sizeof buf);
+    int64_t v;
+    int rc = d9_json_int(j->child, cases[i].lo, cases[i].hi, &v);
+    if (cases[i].why ? !why || !strstr(why, cases[i].why) || rc != -EINVAL : why || rc)
+      fail_msg("'%s': why '%s' rc %d, want '%s'", cases[i].text, why ? why : "(accepted)", rc,
+               cases[i].why ? cases[i].why : "(accepted)");
+    cJSON_Delete(j);
+  }
+}
+
+static void *failing_malloc(size_t n) {
+  (void)n;
+  return NULL;
+}
+
+/* cJSON failing to allocate is ENOMEM, said as such (it used to read as a
+ * parse error "could not parse the json at byte N"). */
+static void test_json_out_of_memory(void **state) {
+  (void)state;
+  const char *t = "{\"a\":[1,2,3]}";
+  cJSON_Hooks hooks = {failing_malloc, free};
+  cJSON_InitHooks(&hooks);
+  d9_diag diag = {0};
+  cJSON *j = (cJSON *)1;
+  int rc = d9_json_read(t, strlen(t), 64, 0, "t.json", &j, &diag);
+  cJSON_InitHooks(NULL);
+  assert_int_equal(rc, -ENOMEM);
+  assert_null(j);
+  assert_non_null(strstr(diag.msg, "t.json: out of memory building the json tree"));
+  assert_int_equal(d9_json_read(t, strlen(t), 64, 0, "t.json", &j, &diag), 0);
+  cJSON_Delete(j);
+}
+
+static void test_json_check_counts(void **state) {
+  (void)state;
+  const char *t = "{\"ab\":{\"x\":1,\"y\":[{\"z\":2}]},\"c\\u0064\":3, \"\":[]}";
+  d9_json_shape sh;
+  assert_int_equal(d9_json_check(t, strlen(t), 64, 0, "t.json", &sh, NULL), 0);
+  assert_int_equal(sh.top_members, 3);
+  assert_int_equal(sh.top_key_bytes, 2 + 7 + 0); /* as written: c\u0064 is 7 bytes */
+  assert_int_equal(d9_json_check("[1,{\"a\":1}]", 11, 64, 0, "t.json", &sh, NULL), 0);
+  assert_int_equal(sh.top_members, 0);
+  /* duplicates are the caller's business here, depth is not */
+  assert_int_equal(d9_json_check("{\"a\":1,\"a\":2}", 13, 64, 0, "t.json", NULL, NULL), 0);
+  assert_int_equal(d9_json_check("[[[]]]", 6, 2, 0, "t.json", NULL, NULL), -EINVAL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_parse_table),
       cmocka_unit_test(test_json_parse_values),
       cmocka_unit_test(test_json_int_table),
       cmocka_unit_test(test_read_small_file_table),
+      cmocka_unit_test(test_json_error_line_column),
+      cmocka_unit_test(test_json_int_why),
+      cmocka_unit_test(test_json_out_of_memory),
+      cmocka_unit_test(test_json_check_counts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,8 @@ static const char mount_usage[] =
     "  -o mem=MiB         evaluation memory budget, 1..1048576 (default 64): 2 MiB\n"
     "                     per read in flight; reads beyond it wait\n"
     "  -o device=D        auto or cpu (cuda[:N] is refused until GPU reads are wired)\n"
+    "  -o meta_mib=N      limit on the headers' metadata (tensor tables, names), MiB,\n"
+    "                     1..1048576 (default 512)\n"
     "  -o tp=T,ep=E,pp=P  per-rank views under ranks/ (tp0, tp0-ep1, tp0-ep1-pp1, ...)\n"
     "  -o etp=T           expert tensor parallelism: each expert split tp ways too (1 or tp)\n"
     "  -o vocab_divisible_by=N  style vocab pads rows to a multiple of N*T (default 1)\n"

@@ -237,3 +237,54 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(lowest_free_fd() == before);
   return 0;
 }
+
+#ifdef D9_FUZZ_STRUCTURED
+/* ---- structure-aware mutation (json_mutate.h; libFuzzer builds only) ----
+ * Tree mutations of the index plus a special one that rebuilds
+ * "weight_map" with a count near a limit of entries: the fixture's tensor
+ * names and made-up ones (some repeated), mapped to the fixture's files,
+ * paths with '..', absolute paths and long paths. */
+#include "json_mutate.h"
+
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed);
+
+static const char *const index_names[] = {
+    "x", "y", "z", "w", "weight_map", "metadata", "total_size", "a.safetensors",
+    "b.safetensors", "sub/c.safetensors", "empty.safetensors", "dup.safetensors",
+    "bad.safetensors", "short.safetensors", "link_in.safetensors", "link_out.safetensors",
+    "link_dev.safetensors", "dir.safetensors", "fifo.safetensors", "../outside.safetensors",
+    "/dev/zero", "sub/../a.safetensors", "./a.safetensors", "config.json"};
+enum { NINDEX_NAMES = sizeof index_names / sizeof *index_names };
+
+static void big_weight_map(cJSON **root, d9_fz_rng *r, void *ctx) {
+  (void)ctx;
+  if (!cJSON_IsObject(*root)) {
+    cJSON_Delete(*root);
+    *root = cJSON_CreateObject();
+    if (!*root) return;
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(*root, "weight_map");
+  cJSON *wm = cJSON_AddObjectToObject(*root, "weight_map");
+  int n = d9_fz_limit_count(r);
+  for (int i = 0; i < n && wm; i++) {
+    char name[64];
+    if (d9_fz_below(r, 4) == 0) snprintf(name, sizeof name, "%s", index_names[d9_fz_below(r, 4)]);
+    else snprintf(name, sizeof name, "t.%d", (int)d9_fz_below(r, (uint64_t)n + 1));
+    const char *file = index_names[7 + d9_fz_below(r, NINDEX_NAMES - 7)];
+    cJSON_AddItemToObject(wm, name, d9_fz_below(r, 16) ? cJSON_CreateString(file)
+                                                       : cJSON_CreateNumber(1));
+  }
+}
+
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed) {
+  d9_fz_rng r = {seed};
+  if (d9_fz_below(&r, 5) == 0) return LLVMFuzzerMutate(data, size, max_size);
+  d9_fz_cfg cfg = {index_names, NINDEX_NAMES, big_weight_map, NULL, NULL};
+  uint8_t *out = malloc(max_size);
+  size_t len = out ? d9_fz_mutate(data, size, out, max_size, seed, &cfg) : 0;
+  if (len) memcpy(data, out, len);
+  free(out);
+  return len ? len : LLVMFuzzerMutate(data, size, max_size);
+}
+#endif

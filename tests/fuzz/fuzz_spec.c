@@ -248,3 +248,102 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   d9_spec_destroy(s);
   return 0;
 }
+
+#ifdef D9_FUZZ_STRUCTURED
+/* ---- structure-aware mutation (json_mutate.h; libFuzzer builds only) ----
+ * Tree mutations of the spec (through the public parser only) plus a
+ * special one aimed at the spec's limits: a rules, steps, inputs, ignore or
+ * exclude container grown to a count near a limit (many targets, 64 / 65 /
+ * 300 step inputs), or a pattern (an inputs / output / ignore string)
+ * replaced by one with 1 to 16 captures, dotted or not, {X*} and repeated
+ * names included. */
+#include "json_mutate.h"
+
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed);
+
+static const char *const spec_names[] = {
+    "rules", "steps", "inputs", "output", "name", "op", "params", "ignore", "exclude",
+    "required", "default", "cast", "to", "dim", "concat", "split", "slice", "chunk", "qkv",
+    "reshape", "transpose", "permute", "pad", "stack", "unstack", "dequant_fp8", "rope",
+    "affine", "interleave", "deinterleave", "truncate", "squeeze", "hidden_size",
+    "num_attention_heads", "model.embed_tokens.weight", "lm_head.weight",
+    "model.layers.{L}.self_attn.q_proj.weight", "model.layers.{L}.mlp.experts.{E}.w1.weight",
+    "model.layers.{L}.input_layernorm.weight", "{rest*}", "{L}", "{E}"};
+enum { NSPEC_NAMES = sizeof spec_names / sizeof *spec_names };
+
+static int spec_container(const cJSON *it) {
+  static const char *const keys[] = {"rules", "steps", "inputs", "ignore", "exclude", "params"};
+  if (!it->string || !(cJSON_IsArray(it) || cJSON_IsObject(it))) return 0;
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    if (!strcmp(it->string, keys[i])) return 1;
+  return 0;
+}
+
+static int spec_pattern(const cJSON *it) {
+  return cJSON_IsString(it) && strchr(it->valuestring, '.') != NULL;
+}
+
+/* ctx: the output capacity (size_t), which bounds the clones */
+static void spec_limits(cJSON **root, d9_fz_rng *r, void *ctx) {
+  size_t cap = *(const size_t *)ctx;
+  size_t n;
+  cJSON **v = d9_fz_nodes(*root, &n);
+  if (!v) return;
+  int want_pattern = (int)d9_fz_below(r, 2);
+  size_t start = d9_fz_below(r, n);
+  for (size_t k = 0; k < n; k++) {
+    cJSON *it = v[(start + k) % n];
+    if (want_pattern && spec_pattern(it)) {
+      cJSON *p = d9_fz_pattern(r, 1 + (int)d9_fz_below(r, 16));
+      if (p) {
+        cJSON_SetValuestring(it, p->valuestring);
+        cJSON_Delete(p);
+      }
+      break;
+    }
+    if (!want_pattern && spec_container(it) && it->child) {
+      int have = cJSON_GetArraySize(it), want = d9_fz_limit_count(r);
+      cJSON *src = it->child;
+      size_t one = d9_fz_printed_size(src) + 16;
+      if (want > have && (size_t)(want - have) * one > cap / 2) want = have + (int)(cap / 2 / one);
+      for (int i = have; i < want; i++) {
+        cJSON *d = cJSON_Duplicate(src, 1);
+        if (!d) break;
+        if (cJSON_IsObject(it)) {
+          char key[300];
+          snprintf(key, sizeof key, "%.200s%d", src->string ? src->string : "k", i);
+          cJSON_AddItemToObject(it, key, d);
+        } else {
+          /* a rule clone needs its own name and output to be one more target */
+          cJSON *nm = cJSON_GetObjectItemCaseSensitive(d, "name");
+          cJSON *out = cJSON_GetObjectItemCaseSensitive(d, "output");
+          char buf[600];
+          if (cJSON_IsString(nm)) {
+            snprintf(buf, sizeof buf, "%.200s_%d", nm->valuestring, i);
+            cJSON_SetValuestring(nm, buf);
+          }
+          if (cJSON_IsString(out)) {
+            snprintf(buf, sizeof buf, "x%d.%.500s", i, out->valuestring);
+            cJSON_SetValuestring(out, buf);
+          }
+          cJSON_AddItemToArray(it, d);
+        }
+      }
+      break;
+    }
+  }
+  free(v);
+}
+
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed) {
+  d9_fz_rng r = {seed};
+  if (d9_fz_below(&r, 5) == 0) return LLVMFuzzerMutate(data, size, max_size);
+  d9_fz_cfg cfg = {spec_names, NSPEC_NAMES, spec_limits, NULL, &max_size};
+  uint8_t *out = malloc(max_size);
+  size_t len = out ? d9_fz_mutate(data, size, out, max_size, seed, &cfg) : 0;
+  if (len) memcpy(data, out, len);
+  free(out);
+  return len ? len : LLVMFuzzerMutate(data, size, max_size);
+}
+#endif

@@ -132,6 +132,22 @@ def header_seeds():
                                '"data_offsets":[0,1]}}', b"x")
     s["float-offsets"] = st_file('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0.0,1.0]}}', b"x")
     s["bom"] = st_file(b"\xef\xbb\xbf{}")
+    # shapes near the named limits (structure-aware fuzzing starts from these)
+    s["limit-2000-tensors"] = st_valid([("model.layers.%d.mlp.experts.%d.w" % (i // 64, i % 64), "U8", [1])
+                                        for i in range(2000)])
+    s["limit-8-dims"] = st_valid([("a", "U8", [1, 2, 1, 2, 1, 2, 1, 2]), ("b", "U8", [0] * 8)])
+    s["limit-9-dims"] = st_file('{"a":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}}', b"x")
+    s["limit-name-1024"] = st_valid([("n" * 1023, "U8", [1]), ("m" * 1024, "U8", [1]),
+                                     ("\u00e9" * 600, "U8", [1])])
+    s["limit-2p53-offsets"] = st_file('{"a":{"dtype":"U8","shape":[9007199254740992,0],'
+                                      '"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[1],'
+                                      '"data_offsets":[9007199254740991,9007199254740992]}}', b"x")
+    s["limit-2p63-shape"] = st_file('{"a":{"dtype":"U8","shape":[9223372036854775807],'
+                                    '"data_offsets":[0,1]}}', b"x")
+    s["limit-repeated-names"] = st_file(
+        '{' + ",".join('"w":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}' % (i, i + 1)
+                       for i in range(3)) + '}', b"xyz")
+    s["limit-metadata-300"] = st_valid([("a", "U8", [1])], {("k%d" % i): "v" * i for i in range(300)})
     return s
 
 
@@ -189,6 +205,9 @@ def index_seeds():
     s["long-name"] = idx(dict(ok, z="a" * 5000))
     s["long-path"] = idx(dict(ok, z="/".join(["d"] * 3000)))
     s["empty"] = ""
+    s["limit-1000-entries"] = idx(dict(ok, **{("t.%d" % i): "a.safetensors" for i in range(1000)}))
+    s["limit-repeated-names"] = ('{"weight_map": {"x": "a.safetensors", "y": "a.safetensors", '
+                                 '"x": "dup.safetensors", "z": "b.safetensors", "w": "sub/c.safetensors"}}')
     return s
 
 
@@ -315,6 +334,24 @@ def spec_seeds():
     s["bad-not-object"] = "[1]"
     s["bad-empty"] = ""
     s["bad-dup-key"] = '{"d9dfs_spec": 1, "rules": [], "rules": []}'
+    # written by hand in the corpus before this script had them: kept byte for byte
+    for tp, style in (("not-expert", "row"), ("qkv", "expert")):
+        s["bad-tp-" + tp] = ('{"d9dfs_spec": 1, "passthrough": true, "parallel": [{"pattern": "x.{w}", '
+                             '"style": "%s", "tp": "%s"}], "rules": []}' % (style, tp.replace("not-expert", "row")))
+    # shapes near the named limits (structure-aware fuzzing starts from these)
+    caps8 = "".join("{%s}" % c for c in "abcdefgh")
+    s["limit-8-captures"] = spec([rule(caps8 + "X", [], "out." + caps8)])
+    s["limit-9-captures"] = spec([rule(caps8 + "{i}X", [], "out." + caps8 + "{i}")])
+    s["limit-3-any-captures"] = spec([rule("{a*}.{b*}.{c*}", [], "o.{a}.{b}.{c}")])
+    s["limit-repeated-capture"] = spec([rule(L + "mlp.{L}.weight", [], "o.{L}")])
+    s["limit-name-1024"] = spec([rule(emb, [], "n" * 1023), rule(norm, [], "m" * 1024, name="m")])
+    for n in (64, 65, 300):
+        s["limit-%d-inputs" % n] = spec([rule({("i%d" % k): gate for k in range(n)},
+                                              [{"op": "concat", "dim": 0}], "fc.{L}")])
+    s["limit-64-steps"] = spec([rule(emb, [{"op": "cast", "to": "F32"}] * 64, "e")])
+    s["limit-300-targets"] = spec([rule(emb, [], "e.%d" % k, name="r%d" % k) for k in range(300)])
+    s["limit-2p53-args"] = spec([rule(emb, [{"op": "slice", "dim": 0, "start": 9007199254740993,
+                                             "end": 9223372036854775808}], "e")])
     return s
 
 

@@ -47,7 +47,7 @@ check "-o pp_layers=3:-1 names the bad value, not pp_layers=3" \
   opt_error pp "-o pp_layers=3:-1: '-1' is not a layer count" -o pp_layers=3:-1
 check "-o max_read=2 says 4..1024" opt_error max_read "must be 4..1024" -o max_read=2
 check "-o rw is refused: read-only filesystem" opt_error rw "read-only filesystem" -o rw
-check "-o umask=022 is refused with a reason" opt_error umask "files are always 0444" -o umask=022
+check "-o umask=022 is refused with a reason" opt_error umask "modes come from the source files" -o umask=022
 check "-o nosuchopt: unknown option" opt_error unknown "-o nosuchopt: unknown option" -o nosuchopt
 check "-o splice=1: takes no value" opt_error flag "takes no value" -o splice=1
 check "--jobs 0 says 1..64" bash -c '"$0" convert "$1" llama-to-megatron "$2" --jobs 0 2>&1 |
