@@ -288,7 +288,7 @@ static int parse_output(d9_spec *s, const cJSON *o, d9_diag *diag) {
   static const char *const default_copy[] = {
       "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
       "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
-      "chat_template.jinja"};
+      "chat_template.jinja", "adapter_config.json"};
   s->copy = (const char **)default_copy;
   s->ncopy = sizeof default_copy / sizeof *default_copy;
   if (!o) return 0;

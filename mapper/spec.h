@@ -65,7 +65,7 @@ typedef struct d9_step {
   const char **in, **out;/* value names */
 } d9_step;
 
-/* Tensor/expert parallel styles (DESIGN.md "TP styles", "Experts"). */
+/* Tensor/expert parallel styles (docs/design.md "Exact layouts": TP styles, experts). */
 typedef enum {
   D9_PAR_REPLICATED,
   D9_PAR_COLUMN,   /* split dim 0 */

@@ -548,8 +548,9 @@ static void test_spec_parsed_values(void **state) {
   assert_int_equal(s->passthrough, 0);
   assert_int_equal(s->single_file, 0);
   assert_int_equal(s->max_shard_size, 5000000000ull);
-  assert_int_equal(s->ncopy, 9);
+  assert_int_equal(s->ncopy, 10);
   assert_string_equal(s->copy[0], "config.json");
+  assert_string_equal(s->copy[9], "adapter_config.json"); /* PEFT adapter directories */
   assert_int_equal(s->nrules, 0);
   assert_int_equal(s->nignore, 0);
   d9_spec_destroy(s);

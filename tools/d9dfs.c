@@ -108,8 +108,8 @@ static const char specs_usage[] =
     "The specs that SPEC can name, with their descriptions, from $D9DFS_SPEC_PATH (a\n"
     "colon list), ~/.config/d9dfs/mounts, the installed share/d9dfs/mounts and, for\n"
     "an uninstalled build, the source tree's mounts/. A name found earlier shadows the\n"
-    "same name later. With SRC: its path is resolved and checked (the list is not yet\n"
-    "filtered by which specs apply to SRC).\n";
+    "same name later. With SRC: each spec is planned against it; the ones that do not\n"
+    "apply say why (applies_to, or nothing to convert); exit 1 when none applies.\n";
 
 static const char demo_usage[] =
     "usage: d9dfs demo [--keep]\n"

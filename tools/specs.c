@@ -182,16 +182,28 @@ static void spec_description(const char *path, char *buf, size_t cap) {
   free(text);
 }
 
+/* Whether the spec at path applies to the checkpoint src: 1 (it plans),
+ * 0 with why set (its applies_to does not fit, or it does not plan). */
+static int spec_applies(const char *src, const char *path, char *why, size_t cap) {
+  d9_mount_opts o = {.src_dir = src, .spec_path = path, .threads = 1};
+  d9_diag diag = {0};
+  d9_mount *m = NULL;
+  int rc = d9_mount_open(&o, &m, &diag);
+  d9_mount_close(m);
+  if (!rc) return 1;
+  snprintf(why, cap, "%s", rc == -EMEDIUMTYPE ? diag.msg : diag.msg[0] ? diag.msg : strerror(-rc));
+  return 0;
+}
+
 int d9_cli_specs(const char *src) {
   spec_dirs d;
   spec_dirs_get(&d);
   char *names[NAMES_MAX], *seen[NAMES_MAX];
-  int nseen = 0, total = 0;
-  if (src) { /* the applicability filter needs the specs' "applies_to" */
-    char real[PATH_MAX];
+  char real[PATH_MAX];
+  int nseen = 0, total = 0, napply = 0;
+  if (src) {
     if (d9_cli_find_src(src, real)) return 1;
-    printf("# SRC %s: the specs are listed unfiltered (applicability is not checked yet)\n",
-           real);
+    printf("# the specs that apply to %s (applies_to checked, the plan built)\n", real);
   }
   for (int i = 0; i < d.n; i++) {
     if (!is_dir(d.path[i])) continue;
@@ -200,11 +212,16 @@ int d9_cli_specs(const char *src) {
     for (int k = 0; k < n; k++) {
       int shadowed = 0;
       for (int s = 0; s < nseen && !shadowed; s++) shadowed = !strcmp(seen[s], names[k]);
-      char path[PATH_MAX], desc[512];
+      char path[PATH_MAX], desc[512], why[1024];
       spec_in(d.path[i], names[k], path);
       spec_description(path, desc, sizeof desc);
-      printf("%-32s %s%s\n", names[k], shadowed ? "(shadowed by the one above) " : "", desc);
       total++;
+      if (src && !shadowed && !spec_applies(real, path, why, sizeof why)) {
+        printf("%-32s (does not apply: %s)\n", names[k], why);
+      } else {
+        napply += !shadowed;
+        printf("%-32s %s%s\n", names[k], shadowed ? "(shadowed by the one above) " : "", desc);
+      }
       if (!shadowed && nseen < NAMES_MAX) seen[nseen++] = names[k];
       else free(names[k]);
     }
@@ -214,6 +231,10 @@ int d9_cli_specs(const char *src) {
     fprintf(stderr, "d9dfs: specs: no spec files in");
     for (int i = 0; i < d.n; i++) fprintf(stderr, "%s %s", i ? "," : "", d.path[i]);
     fprintf(stderr, "\n");
+    return 1;
+  }
+  if (src && !napply) {
+    fprintf(stderr, "d9dfs: specs: no spec applies to %s\n", real);
     return 1;
   }
   return 0;

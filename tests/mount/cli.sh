@@ -76,6 +76,13 @@ check "d9dfs specs lists every shipped spec" bash -c '
   out=$("$0" specs); for f in "$1"/*.json; do
     n=$(basename "$f" .json); grep -qE "^$n( |$)" <<<"$out" || { echo "missing $n"; exit 1; }; done' \
   "$D9DFS" "$SPECS"
+out=$("$D9DFS" specs "$SRC")
+check "d9dfs specs SRC: llama-to-megatron applies to a llama, with its description" \
+  grep -qE "^llama-to-megatron +[^(]" <<<"$out"
+check "d9dfs specs SRC: gemma-to-standard-norms does not, with the model types named" \
+  grep -qE "^gemma-to-standard-norms +\(does not apply: .*gemma.*config.json says llama" <<<"$out"
+check "d9dfs specs SRC: deepseek-fp8-to-bf16 does not apply to a llama" \
+  grep -qE "^deepseek-fp8-to-bf16 +\(does not apply" <<<"$out"
 err=$("$D9DFS" plan "$SRC" llama-to-megatorn 2>&1) && rc=0 || rc=$?
 check "an unknown spec name fails and lists the near match" \
   test "$rc" != 0 -a -n "$(grep 'did you mean: llama-to-megatron' <<<"$err")"

@@ -1,7 +1,7 @@
 """Unmodified-loader check: the real `safetensors` package opens every file
 of a d9dfs tree made with mounts/llama-to-megatron.json, and every tensor
 equals an independent numpy implementation of the documented formulas
-(DESIGN.md), computed from the source checkpoint.
+(docs/design.md, "Exact layouts"), computed from the source checkpoint.
 
 usage: check_megatron.py SRC_DIR TREE_DIR
 """
@@ -46,7 +46,7 @@ def qkv_reference(q, k, v, nh, ng, d):
 
 def megatron_reference(S, cfg):
     """The full view of llama-/mixtral-to-megatron.json computed from the
-    source tensors S (name -> numpy array) by the DESIGN.md formulas."""
+    source tensors S (name -> numpy array) by the formulas of docs/design.md."""
     nh = cfg["num_attention_heads"]
     ng = cfg.get("num_key_value_heads") or nh
     d = cfg.get("head_dim") or cfg["hidden_size"] // nh
