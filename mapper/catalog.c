@@ -226,9 +226,10 @@ static int read_index(d9_catalog *c, cJSON **index, d9_diag *diag) {
   const char *iname = "model.safetensors.index.json";
   int rc = read_small(c, iname, INDEX_MAX, &text, &len, diag);
   if (rc) return rc;
-  cJSON *j = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, iname, diag);
+  cJSON *j;
+  rc = d9_json_read(text, len, D9_JSON_MAX_DEPTH, 0, iname, &j, diag);
   free(text);
-  if (!j) return -EINVAL;
+  if (rc) return rc; /* -EINVAL, or -ENOMEM */
   cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
   if (!cJSON_IsObject(j) || !cJSON_IsObject(wm)) {
     cJSON_Delete(j);
@@ -374,9 +375,10 @@ int d9_catalog_open_ex(const char *dir, unsigned flags, uint64_t meta_limit, d9_
     if ((rc = read_small(c, "config.json", CONFIG_MAX, &c->config_text, &c->config_len,
                          diag)))
       goto fail;
-    c->config = d9_json_parse(c->config_text, c->config_len, D9_JSON_MAX_DEPTH, 0,
-                              "config.json", diag);
-    if (!c->config || !cJSON_IsObject(c->config)) {
+    if ((rc = d9_json_read(c->config_text, c->config_len, D9_JSON_MAX_DEPTH, 0, "config.json",
+                           &c->config, diag)))
+      goto fail;
+    if (!cJSON_IsObject(c->config)) {
       rc = d9_diag_fail(diag, EINVAL, "config.json: not a json object");
       goto fail;
     }

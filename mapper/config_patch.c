@@ -576,8 +576,12 @@ int d9_config_restore(d9_catalog *c, d9_diag *diag) {
     return d9_diag_fail(diag, EINVAL, "config.json: the undo record '%s' is malformed",
                         D9_CONFIG_UNDO_KEY);
   if (rc == 0) return 0;
-  cJSON *j = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, "config.json (restored)", diag);
-  if (!j || !cJSON_IsObject(j)) {
+  cJSON *j;
+  if ((rc = d9_json_read(text, len, D9_JSON_MAX_DEPTH, 0, "config.json (restored)", &j, diag))) {
+    free(text);
+    return rc; /* -EINVAL, or -ENOMEM */
+  }
+  if (!cJSON_IsObject(j)) {
     cJSON_Delete(j);
     free(text);
     return d9_diag_fail(diag, EINVAL, "config.json (restored): not a json object");

@@ -447,8 +447,8 @@ int d9_spec_parse(const char *text, size_t len, const char *path, d9_spec **out,
   }
   int rc = -EINVAL;
   s->path = d9_arena_strdup(s->arena, path);
-  s->root = d9_json_parse(text, len, D9_JSON_MAX_DEPTH, 0, path, diag);
-  if (!s->root) goto fail;
+  if ((rc = d9_json_read(text, len, D9_JSON_MAX_DEPTH, 0, path, &s->root, diag)))
+    goto fail; /* -EINVAL, or -ENOMEM */
   if (!cJSON_IsObject(s->root)) {
     rc = d9_diag_fail(diag, EINVAL, "%s: the spec must be a json object", path);
     goto fail;
