@@ -195,6 +195,12 @@ static int add_copies(d9_plan *p, const d9_spec *s, const d9_catalog *c, int max
     free(names);
     return d9_diag_fail(diag, ENOMEM, "%s: out of memory", c->dir);
   }
+  if (nn > D9_PLAN_MAX_COPIES) {
+    free(names);
+    return d9_diag_fail(diag, E2BIG, "%s: output.copy: %d files of %s match, more than the %d "
+                        "a tree copies (name them more narrowly)", s->path, nn, c->dir,
+                        D9_PLAN_MAX_COPIES);
+  }
   for (int i = 0; i < nn; i++)
     for (int j = i + 1; j < nn; j++)
       if (strcmp(names[j], names[i]) < 0) {
@@ -270,7 +276,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
   }
   cut[ncut] = ntg;
   p->nshards = ncut;
-  int maxf = ncut + 1 + 64;
+  int maxf = ncut + 1 + D9_PLAN_MAX_COPIES;
   p->files = d9_arena_calloc(p->arena, (size_t)maxf, sizeof *p->files);
   if (!p->files) {
     free(cut);

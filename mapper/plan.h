@@ -16,6 +16,11 @@
 #include "graph.h"
 #include "spec.h"
 
+/* Non-tensor files (config.json, tokenizer files, ...) a tree copies from
+ * the source at most: each holds a descriptor for the mount's lifetime. A
+ * spec whose output.copy patterns match more is refused (E2BIG). */
+enum { D9_PLAN_MAX_COPIES = 256 };
+
 typedef enum {
   D9_VF_TENSORS, /* a safetensors file: header bytes then tensor extents */
   D9_VF_BLOB,    /* bytes held in memory (index, config) */

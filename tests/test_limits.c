@@ -13,6 +13,7 @@
 #include <errno.h>
 
 #include "mapper/graph.h"
+#include "mapper/plan.h"
 #include "testutil.h"
 
 /* A growable string. */
@@ -292,6 +293,42 @@ static void test_bad_argument_before_catalog(void **state) {
   free(dir);
 }
 
+/* Regression (copies beyond 64 were dropped silently): a spec whose
+ * output.copy matches D9_PLAN_MAX_COPIES files mounts and serves them all;
+ * one more is refused naming the spec, the count and the limit. */
+static void test_copy_limit(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir(), src[4200], path[4400];
+  snprintf(src, sizeof src, "%s/src", dir);
+  const char *prefix = "w";
+  int one = 1;
+  write_src(src, 1, &prefix, &one, 8, D9_U8);
+  for (int i = 0; i < D9_PLAN_MAX_COPIES; i++) {
+    snprintf(path, sizeof path, "%s/extra-%04d.txt", src, i);
+    tu_write(path, "x");
+  }
+  const char *spec = "{\"d9dfs_spec\": 1, \"passthrough\": true,"
+                     " \"output\": {\"copy\": [\"extra-*.txt\"]}}";
+  d9_diag diag = {0};
+  int rc;
+  d9_mount *m = try_open(dir, src, spec, &rc, &diag);
+  if (!m) fail_msg("%d copies refused: %s", D9_PLAN_MAX_COPIES, diag.msg);
+  snprintf(path, sizeof path, "extra-%04d.txt", D9_PLAN_MAX_COPIES - 1);
+  assert_true(d9_mount_resolve(m, path) > 0); /* the last one is served too */
+  d9_mount_close(m);
+  snprintf(path, sizeof path, "%s/extra-%04d.txt", src, D9_PLAN_MAX_COPIES);
+  tu_write(path, "x");
+  memset(&diag, 0, sizeof diag);
+  assert_null(try_open(dir, src, spec, &rc, &diag));
+  assert_int_equal(rc, -E2BIG);
+  char count[32], limit[32];
+  snprintf(count, sizeof count, "%d files", D9_PLAN_MAX_COPIES + 1);
+  snprintf(limit, sizeof limit, "the %d", D9_PLAN_MAX_COPIES);
+  want_msg(&diag, (const char *const[]){"spec.json: output.copy", count, limit, NULL});
+  tu_rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_many_inputs),
@@ -299,6 +336,7 @@ int main(void) {
       cmocka_unit_test(test_unstack_slices),
       cmocka_unit_test(test_argument_overflow),
       cmocka_unit_test(test_bad_argument_before_catalog),
+      cmocka_unit_test(test_copy_limit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
