@@ -1,4 +1,5 @@
-/* fuse_ll.c - the FUSE low-level front end: serves a d9_mount read-only.
+/* fuse_ll.c - the FUSE low-level front end: serves a d9_mount read-only
+ * (the operations here; the read path in read.c, the session in serve.c).
  *
  * A thin adapter: every answer comes from mapper/mount.h. Inode numbers are
  * node index + 1 (the root, node 0, is FUSE_ROOT_ID). The tree never changes
@@ -49,7 +50,7 @@
  * buffer owned by the open file (fi->fh), exactly st_size bytes, and read
  * with direct_io, so each open reads its own rendering, not cached pages.
  */
-#define FUSE_USE_VERSION 34
+#include "fs/fs_impl.h"
 
 #include "fs/fs.h"
 #include "fs/fuse_init.h"
@@ -73,122 +74,6 @@
 #include <unistd.h>
 
 static const double FS_TIMEOUT = 86400.0; /* seconds; the tree is immutable */
-enum {
-  FS_MAX_READ = 1024 * 1024, /* bytes; libfuse 3.14's request buffer limit */
-  FS_MIN_READ = 4096,        /* bytes; the kernel's floor for max_read */
-  FS_MAX_DEPTH = 256,        /* deepest path printed in an error line */
-  FS_PAGE = 4096,            /* bytes; the pipe's unit: one page per slot */
-  FS_DIO_BLKSIZE = 4 << 20,  /* bytes; st_blksize with -o direct_io */
-};
-
-/* Per-mount state, reached through fuse_req_userdata(). Every field is set
- * before the session starts (pipe_size at the latest in INIT, which the
- * kernel answers before it sends any read) and only read afterwards, so no
- * lock guards it. */
-typedef struct fs_state {
-  d9_mount *m;             /* borrowed; outlives the session */
-  int nnodes;
-  struct timespec mtime;   /* mount time: atime/mtime/ctime of every node */
-  unsigned max_read;       /* bytes; largest read request */
-  unsigned readahead;      /* bytes; kernel readahead window */
-  uint64_t total_bytes;    /* sum of file sizes, for statfs */
-  pthread_key_t buf_key;   /* -> rbuf: this thread's reusable read buffer */
-  size_t pipe_size;        /* bytes; 0 = no splice replies */
-  size_t splice_max;       /* bytes; largest reply that goes through a pipe */
-  int direct_io;           /* tensor files bypass the page cache; cleared in
-                              INIT when the kernel cannot mmap them */
-  uint64_t init_unique;    /* the kernel's INIT request until answered, else 0 */
-  uint64_t init_flags;     /* its flags | flags2 << 32 */
-  int has_uid, has_gid;    /* -o uid=, gid= given: the owner of every node */
-  uid_t uid;
-  gid_t gid;
-} fs_state;
-
-/* A read buffer and a splice pipe kept per thread, so that big replies do
- * not fault in fresh pages on every request. Freed by the key's destructor
- * at thread exit. */
-typedef struct rbuf {
-  size_t cap;    /* bytes */
-  void *data;    /* page-aligned, cap bytes */
-  int pipe[2];   /* read, write end (O_NONBLOCK); -1 until first needed */
-  int no_pipe;   /* creating the pipe failed: copy replies on this thread */
-} rbuf;
-
-/* The rendered content of an open dynamic file; owned by fi->fh. */
-typedef struct dyn_file {
-  char *data;  /* malloc'd by d9_mount_render */
-  size_t len;  /* bytes */
-} dyn_file;
-
-static void pipe_close(rbuf *b) {
-  if (b->pipe[0] >= 0) close(b->pipe[0]);
-  if (b->pipe[1] >= 0) close(b->pipe[1]);
-  b->pipe[0] = b->pipe[1] = -1;
-}
-
-static void rbuf_free(void *p) {
-  rbuf *b = p;
-  if (b) {
-    pipe_close(b);
-    free(b->data);
-  }
-  free(b);
-}
-
-/* This thread's rbuf, created empty on first use; NULL when out of memory. */
-static rbuf *rbuf_of(const fs_state *s) {
-  rbuf *b = pthread_getspecific(s->buf_key);
-  if (b) return b;
-  if (!(b = calloc(1, sizeof *b))) return NULL;
-  b->pipe[0] = b->pipe[1] = -1;
-  if (pthread_setspecific(s->buf_key, b)) {
-    free(b);
-    return NULL;
-  }
-  return b;
-}
-
-/* This thread's buffer of at least n bytes, or NULL when out of memory. */
-static void *rbuf_get(const fs_state *s, size_t n) {
-  rbuf *b = rbuf_of(s);
-  if (!b) return NULL;
-  if (b->cap >= n) return b->data;
-  if (n > SIZE_MAX - 65535) return NULL;
-  size_t cap = (n + 65535) & ~(size_t)65535; /* grow in 64 KiB steps */
-  void *data = aligned_alloc(4096, cap);
-  if (!data) return NULL;
-  free(b->data);
-  b->data = data;
-  b->cap = cap;
-  return data;
-}
-
-/* Make sure this thread has its (empty) splice pipe in b->pipe: 0, or -1
- * when there is none: not enabled, or creating it failed on this thread. */
-static int pipe_get(const fs_state *s, rbuf *b) {
-  if (!s->pipe_size || b->no_pipe) return -1;
-  if (b->pipe[0] >= 0) return 0;
-  if (pipe2(b->pipe, O_NONBLOCK | O_CLOEXEC)) {
-    b->pipe[0] = b->pipe[1] = -1;
-    b->no_pipe = 1;
-    return -1;
-  }
-  if (fcntl(b->pipe[0], F_SETPIPE_SZ, (int)s->pipe_size) < (int)s->pipe_size) {
-    pipe_close(b);
-    b->no_pipe = 1;
-    return -1;
-  }
-  return 0;
-}
-
-/* The pieces as one reply in buf, when they cannot be spliced: the memory
- * pieces already sit in place (pieces of buf, in order), the source ranges
- * are read into the gaps, then the shards are checked as a pread would
- * be. Returns 0, -EIO (a shard ended early) or -ESTALE. */
-static int pieces_to_buf(fs_state *s, int idx, unsigned char *buf, const d9_piece *p,
-                         int np) {
-  return d9_mount_pieces_to_buf(s->m, idx, buf, p, np);
-}
 
 /* The node behind an inode, or NULL for an inode we never handed out. */
 static const d9_vnode *ino_node(const fs_state *s, fuse_ino_t ino, int *idx) {
@@ -197,34 +82,11 @@ static const d9_vnode *ino_node(const fs_state *s, fuse_ino_t ino, int *idx) {
   return d9_mount_node(s->m, *idx);
 }
 
-/* ino_node() for a request: on NULL the request has been answered, with
- * ENOENT, or with ENOTDIR when want_dir is set and the node is no dir. */
-static const d9_vnode *req_node(fuse_req_t req, fuse_ino_t ino, int want_dir,
-                                int *idx) {
+const d9_vnode *d9_fs_req_node(fuse_req_t req, fuse_ino_t ino, int want_dir, int *idx) {
   const d9_vnode *n = ino_node(fuse_req_userdata(req), ino, idx);
   int err = !n ? ENOENT : want_dir && n->kind != D9_NODE_DIR ? ENOTDIR : 0;
   if (err) fuse_reply_err(req, err);
   return err ? NULL : n;
-}
-
-/* "/dir/name" of node idx into out (for error lines; truncated if long). */
-static void node_path(const fs_state *s, int idx, char *out, size_t size) {
-  int chain[FS_MAX_DEPTH], depth = 0;
-  const d9_vnode *n;
-  while (depth < FS_MAX_DEPTH && idx > 0 && (n = d9_mount_node(s->m, idx))) {
-    chain[depth++] = idx;
-    if (n->parent == idx) break;
-    idx = n->parent;
-  }
-  size_t pos = 0;
-  out[0] = 0;
-  while (depth-- > 0 && pos + 1 < size) {
-    int w = snprintf(out + pos, size - pos, "/%s",
-                     d9_mount_node(s->m, chain[depth])->name);
-    if (w < 0) break;
-    pos += (size_t)w;
-  }
-  if (!out[0]) snprintf(out, size, "/");
 }
 
 static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
@@ -315,10 +177,13 @@ static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_
   return splice(fdin, offin, fdout, offout, len, flags);
 }
 
+const struct fuse_custom_io d9_fs_io = {
+    .read = io_read, .writev = io_writev, .splice_send = io_splice};
+
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   const fs_state *s = fuse_req_userdata(req);
   int pidx, idx;
-  const d9_vnode *p = req_node(req, parent, 1, &pidx);
+  const d9_vnode *p = d9_fs_req_node(req, parent, 1, &pidx);
   if (!p) return;
   if (!strcmp(name, "."))
     idx = pidx;
@@ -350,7 +215,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
   (void)fi;
   const fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = req_node(req, ino, 0, &idx);
+  const d9_vnode *n = d9_fs_req_node(req, ino, 0, &idx);
   if (!n) return;
   struct stat st;
   fill_stat(s, idx, n, &st);
@@ -360,7 +225,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi) {
   int idx;
-  if (!req_node(req, ino, 1, &idx)) return;
+  if (!d9_fs_req_node(req, ino, 1, &idx)) return;
   fi->cache_readdir = 1; /* listings never change: keep them cached */
   fi->keep_cache = 1;
   fuse_reply_open(req, fi);
@@ -374,14 +239,14 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   (void)fi;
   const fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = req_node(req, ino, 1, &idx);
+  const d9_vnode *n = d9_fs_req_node(req, ino, 1, &idx);
   if (!n) return;
   int64_t total = 2 + (int64_t)n->nchildren;
   if (off < 0 || off >= total) {
     fuse_reply_buf(req, NULL, 0);
     return;
   }
-  char *buf = rbuf_get(s, size);
+  char *buf = d9_fs_rbuf_get(s, size);
   if (!buf) {
     fuse_reply_err(req, ENOMEM);
     return;
@@ -407,7 +272,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fs_state *s = fuse_req_userdata(req);
   int idx;
-  const d9_vnode *n = req_node(req, ino, 0, &idx);
+  const d9_vnode *n = d9_fs_req_node(req, ino, 0, &idx);
   if (!n) return;
   if (n->kind == D9_NODE_DIR) {
     fuse_reply_err(req, EISDIR);
@@ -441,104 +306,6 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     free(d->data);
     free(d);
   }
-}
-
-/* Answer a read whose pieces include source ranges through this thread's
- * pipe. Returns 0 once answered, -EAGAIN when the caller should answer by
- * copy instead (no pipe, or it would overflow), or another -errno for the
- * caller to answer (the source changed or shrank under the mount). */
-static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, uint64_t off,
-                         size_t r, const d9_piece *p, int np) {
-  if (r > s->splice_max || d9_pipe_slots(p, np) + 1 > s->pipe_size / FS_PAGE ||
-      pipe_get(s, b) < 0)
-    return -EAGAIN;
-  int e = d9_pipe_fill(b->pipe[1], p, np);
-  if (e != -EAGAIN) { /* after the copy, as pread; names a changed shard */
-    int c = d9_mount_check_pieces(s->m, idx, p, np);
-    if (c) e = c;
-  }
-  if (e) {
-    pipe_close(b); /* drop what was staged; a new pipe next time */
-    return e;
-  }
-  struct fuse_bufvec bv = FUSE_BUFVEC_INIT(r);
-  bv.buf[0].flags = FUSE_BUF_IS_FD;
-  bv.buf[0].fd = b->pipe[0];
-  e = fuse_reply_data(req, &bv, 0);
-  if (e || d9_pipe_pending(b->pipe[0])) /* not all consumed: start clean */
-    pipe_close(b);
-  /* The pipe held references to the shard's pages, which the kernel copied
-   * only now: a shard changed between the check and this copy was served
-   * as it then was. Say so (the check logs the shard, counts an error). */
-  if (!e && d9_mount_check_pieces(s->m, idx, p, np))
-    fprintf(stderr, "d9dfs: read %s: offset %llu length %zu: served while its source "
-            "changed\n", d9_mount_node(s->m, idx)->name, (unsigned long long)off, r);
-  return 0;
-}
-
-/* Reply contract: exactly the bytes d9_mount_read produced, 0 bytes at or
- * past EOF, or an errno. A short count inside the file would make the kernel
- * shrink its idea of the file size, so it is turned into EIO. */
-static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi) {
-  fs_state *s = fuse_req_userdata(req);
-  if (off < 0) {
-    fuse_reply_err(req, EINVAL);
-    return;
-  }
-  if (fi->fh) {
-    const dyn_file *d = (const dyn_file *)(uintptr_t)fi->fh;
-    size_t o = (uint64_t)off < d->len ? (size_t)off : d->len;
-    size_t k = d->len - o < size ? d->len - o : size;
-    fuse_reply_buf(req, d->data + o, k);
-    return;
-  }
-  int idx;
-  const d9_vnode *n = req_node(req, ino, 0, &idx);
-  if (!n) return;
-  if (n->kind != D9_NODE_FILE) {
-    fuse_reply_err(req, n->kind == D9_NODE_DIR ? EISDIR : EINVAL);
-    return;
-  }
-  if ((uint64_t)off >= n->size) {
-    fuse_reply_buf(req, NULL, 0);
-    return;
-  }
-  if (size > n->size - (uint64_t)off) size = (size_t)(n->size - (uint64_t)off);
-  void *buf = rbuf_get(s, size);
-  d9_piece pieces[D9_READ_MAXPIECES];
-  int np = 0, try_splice = buf && s->pipe_size && size <= s->splice_max;
-  ssize_t r = !buf ? -ENOMEM
-              : try_splice
-                  ? d9_mount_read_pieces(s->m, idx, (uint64_t)off, size, buf, pieces, &np)
-                  : d9_mount_read(s->m, idx, (uint64_t)off, size, buf);
-  int core_logged = buf && r < 0; /* the core logs its errors: tensor, shard */
-  if (r >= 0 && (size_t)r == size && try_splice && (np > 1 || (np == 1 && !pieces[0].mem))) {
-    int e = reply_spliced(req, s, pthread_getspecific(s->buf_key), idx, (uint64_t)off, size,
-                          pieces, np);
-    if (e == 0) return;
-    if (e == -EAGAIN) e = pieces_to_buf(s, idx, buf, pieces, np); /* answer by copy */
-    if (e) r = e;
-  }
-  if (r < 0 || (size_t)r != size) {
-    char path[PATH_MAX], why[64];
-    node_path(s, idx, path, sizeof path);
-    if (r >= 0) { /* the core promised n bytes */
-      snprintf(why, sizeof why, "short read of %zd bytes", r);
-      r = -EIO;
-    } else {
-      snprintf(why, sizeof why, "%s", strerror((int)-r));
-    }
-    const char *t = n->parent == 0 ? d9_plan_tensor_at(d9_mount_plan(s->m), n->name, off)
-                                   : NULL; /* ranks/ files: the core's line names it */
-    if (!core_logged)
-      fprintf(stderr, "d9dfs: read %s: offset %lld length %zu: tensor '%s': %s\n", path,
-              (long long)off, size, t ? t : "(the file's header)", why);
-  }
-  if (r < 0)
-    fuse_reply_err(req, (int)-r);
-  else
-    fuse_reply_buf(req, buf, (size_t)r);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino,
@@ -637,14 +404,14 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ii, off_t oi,
   fuse_reply_err(req, EROFS);
 }
 
-static const struct fuse_lowlevel_ops fs_ops = {
+const struct fuse_lowlevel_ops d9_fs_ops = {
     .init = fs_init,
     .lookup = fs_lookup,
     .getattr = fs_getattr,
     .opendir = fs_opendir,
     .readdir = fs_readdir,
     .open = fs_open,
-    .read = fs_read,
+    .read = d9_fs_read,
     .release = fs_release,
     .statfs = fs_statfs,
     .access = fs_access,
@@ -665,135 +432,3 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .fallocate = fs_fallocate,
     .copy_file_range = fs_copy_file_range,
 };
-
-/* "fsname=" and the like take a string through libfuse's option parser:
- * escape its separators (',' and '\\') into out (cap bytes). 0, or -1
- * when it does not fit. */
-static int opt_escape(const char *v, char *out, size_t cap) {
-  size_t n = 0;
-  for (; *v; v++) {
-    if (n + 3 > cap) return -1;
-    if (*v == ',' || *v == '\\') out[n++] = '\\';
-    out[n++] = *v;
-  }
-  out[n] = 0;
-  return 0;
-}
-
-int d9_fs_serve(d9_mount *m, const char *mountpoint, const d9_fs_opts *o,
-                d9_diag *diag) {
-  static const d9_fs_opts defaults = {.readahead_kb = -1};
-  if (!o) o = &defaults;
-  if (!m || !mountpoint) return d9_diag_fail(diag, EINVAL, "no mount or mount point");
-
-  char real[PATH_MAX];
-  int err = d9_host_check_mountpoint(mountpoint, real, diag);
-  if (!err) err = d9_mount_check_mountpoint(m, real, diag);
-  if (err) return err;
-  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return d9_diag_fail(diag, errno, "/dev/fuse: %s", strerror(errno));
-  close(fd);
-
-  fs_state s;
-  memset(&s, 0, sizeof s);
-  s.m = m;
-  s.nnodes = d9_mount_nnodes(m);
-  s.has_uid = o->has_uid, s.uid = (uid_t)o->uid; /* -o uid=, gid=: override the sources' */
-  s.has_gid = o->has_gid, s.gid = (gid_t)o->gid;
-  clock_gettime(CLOCK_REALTIME, &s.mtime);
-  s.direct_io = o->direct_io;
-  if (o->splice) { /* see "Zero-copy replies" above */
-    s.pipe_size = d9_pipe_max_size(2 * (size_t)FS_MAX_READ);
-    s.splice_max = s.pipe_size > 4 * FS_PAGE ? s.pipe_size - 4 * FS_PAGE : 0;
-    if (s.splice_max > FS_MAX_READ) s.splice_max = FS_MAX_READ;
-    if (s.splice_max < FS_MIN_READ) s.pipe_size = s.splice_max = 0;
-  }
-  /* Requests that splice by default: readahead alone would not do, as the
-   * kernel sends a window and its async part as max_read-sized pieces. */
-  unsigned kb = o->max_read_kb       ? o->max_read_kb
-                : s.splice_max != 0 ? (unsigned)(s.splice_max / 1024)
-                                    : FS_MAX_READ / 1024;
-  s.max_read = kb >= FS_MAX_READ / 1024 ? FS_MAX_READ
-               : kb * 1024 < FS_MIN_READ ? FS_MIN_READ : kb * 1024;
-  unsigned ra_kb = o->readahead_kb >= 0 ? (unsigned)o->readahead_kb
-                                        : s.max_read / 1024;
-  if (ra_kb > 1024 * 1024) ra_kb = 1024 * 1024; /* 1 GiB is plenty */
-  s.readahead = ra_kb * 1024;
-  for (int i = 0; i < s.nnodes; i++) {
-    const d9_vnode *n = d9_mount_node(m, i);
-    if (n && n->kind == D9_NODE_FILE) s.total_bytes += n->size;
-  }
-  char fsname[2 * PATH_MAX], subtype[256], mopts[2 * PATH_MAX + 512];
-  if (opt_escape(o->fsname ? o->fsname : "d9dfs", fsname, sizeof fsname) ||
-      opt_escape(o->subtype ? o->subtype : "d9dfs", subtype, sizeof subtype))
-    return d9_diag_fail(diag, ENAMETOOLONG, "-o fsname or subtype: too long");
-  /* The log's sink before anything is mounted: -o log=FILE is relative to
-   * the working directory, which fuse_daemonize() leaves for / */
-  d9_log *log = NULL;
-  if ((err = d9_log_open(real, o->foreground || o->debug, o->log_file, &log, diag)))
-    return err;
-  if ((err = pthread_key_create(&s.buf_key, rbuf_free)) != 0) {
-    d9_log_close(log);
-    return d9_diag_fail(diag, err, "cannot create a thread key: %s", strerror(err));
-  }
-
-  snprintf(mopts, sizeof mopts,
-           "fsname=%s,subtype=%s,ro,default_permissions,max_read=%u%s%s", fsname, subtype,
-           s.max_read, o->allow_other ? ",allow_other" : "",
-           o->auto_unmount ? ",auto_unmount" : "");
-  char *argv[] = {"d9dfs", "-o", mopts, "-d", NULL};
-  struct fuse_args args = FUSE_ARGS_INIT(o->debug ? 4 : 3, argv);
-  struct fuse_session *se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, &s);
-  if (!se) {
-    err = d9_diag_fail(diag, EINVAL, "cannot create a fuse session with -o %s", mopts);
-    goto out_key;
-  }
-  if (fuse_set_signal_handlers(se) != 0) {
-    err = d9_diag_fail(diag, EIO, "cannot install signal handlers");
-    goto out_session;
-  }
-  if (fuse_session_mount(se, real) != 0) { /* libfuse printed why */
-    err = d9_diag_fail(diag, EIO, "%s: fuse mount failed", mountpoint);
-    goto out_signals;
-  }
-  static const struct fuse_custom_io io = {
-      .read = io_read, .writev = io_writev, .splice_send = io_splice};
-  if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0) {
-    err = d9_diag_fail(diag, EIO, "%s: cannot set the session's I/O", mountpoint);
-    goto out_unmount;
-  }
-  /* Before the loop answers INIT, so the kernel's min(read_ahead_kb,
-   * max_readahead) sees the raised value. */
-  d9_host_set_readahead(real, ra_kb, o->readahead_kb >= 0);
-  /* The parent exits in here once the child is set up: the mount is live.
-   * The child's stdio then points at /dev/null, and fd 2 becomes the
-   * relay to the log (fs/log.h). */
-  if (fuse_daemonize(o->foreground || o->debug) != 0) {
-    err = d9_diag_fail(diag, EIO, "%s: cannot daemonize", mountpoint);
-    goto out_unmount;
-  }
-  if (d9_log_start(log) != 0) /* messages then go where stderr went */
-    fprintf(stderr, "d9dfs: %s: cannot start the log relay\n", real);
-  if (o->single_thread) {
-    err = fuse_session_loop(se);
-  } else {
-    struct fuse_loop_config cfg = {.clone_fd = 0, .max_idle_threads = 10};
-    err = fuse_session_loop_mt(se, &cfg);
-  }
-  if (err > 0) err = 0; /* ended by SIGINT/SIGTERM/SIGHUP: a clean exit */
-  if (err < 0) d9_diag_fail(diag, -err, "%s: fuse session: %s", mountpoint, strerror(-err));
-
-out_unmount:
-  fuse_session_unmount(se);
-out_signals:
-  fuse_remove_signal_handlers(se);
-out_session:
-  fuse_session_destroy(se);
-out_key:
-  rbuf_free(pthread_getspecific(s.buf_key)); /* the destructor skips this thread */
-  pthread_key_delete(s.buf_key);
-  fuse_opt_free_args(&args);
-  d9_log_close(log); /* last: the session's own last words go through it */
-  return err;
-}
