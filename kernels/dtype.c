@@ -1,4 +1,5 @@
 #include "dtype.h"
+#include "kernels.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -53,4 +54,30 @@ int d9_cast_prologue(void *dst, d9_dtype dt, const void *src, d9_dtype st, int64
 int d9_dtype_is_castable(d9_dtype t) {
   return t == D9_F32 || t == D9_F16 || t == D9_BF16 || t == D9_F8_E4M3 ||
          t == D9_F8_E5M2;
+}
+
+/* Checks box as kernels.h says; *touch = 1 when it has elements. Returns
+ * 0, -EINVAL or -EOVERFLOW; shared by the CPU (fp8.c) and CUDA (fp8.cu) members.
+ * ptrs_ok: every pointer the member needs is set; es_max: the largest
+ * element size of the member's arrays (bytes). */
+int d9_fp8_box_check(const d9_fp8_box *b, int ptrs_ok, size_t es_max, int *touch) {
+  *touch = 0;
+  if (b == NULL || b->rows < 0 || b->n < 0 || b->i0 < 0 || b->j0 < 0 || b->b0 <= 0 ||
+      b->b1 <= 0)
+    return -EINVAL;
+  if (b->rows == 0 || b->n == 0)
+    return 0;
+  if (!ptrs_ok)
+    return -EINVAL;
+  if (b->rows > INT64_MAX - b->i0 || b->n > INT64_MAX - b->j0)
+    return -EOVERFLOW;
+  int64_t ncb = (b->j0 + b->n - 1) / b->b1 - b->j0 / b->b1 + 1;
+  int64_t nrb = (b->i0 + b->rows - 1) / b->b0 - b->i0 / b->b0 + 1;
+  if (b->lds < ncb)
+    return -EINVAL;
+  if (b->rows > INT64_MAX / b->n || (uint64_t)(b->rows * b->n) > SIZE_MAX / es_max ||
+      nrb - 1 > (INT64_MAX - ncb) / b->lds)
+    return -EOVERFLOW;
+  *touch = 1;
+  return 0;
 }

@@ -46,6 +46,12 @@ typedef struct d9_fp8_box {
   int64_t lds;          /* window row stride (entries) */
 } d9_fp8_box;
 
+/* The argument checks every backend's FP8 box member makes (dtype.c):
+ * 0 with *touch = 1 when the box has elements, 0 with *touch = 0 when it
+ * has none, -EINVAL or -EOVERFLOW as above. ptrs_ok: every pointer the
+ * member needs is set; es_max: the largest element size of its arrays. */
+int d9_fp8_box_check(const d9_fp8_box *b, int ptrs_ok, size_t es_max, int *touch);
+
 typedef struct d9_backend {
   const char *name;
   /* Every member is required: the CPU backend and each CUDA backend

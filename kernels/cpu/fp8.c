@@ -167,31 +167,6 @@ D9_CLONES int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
 /* ---- the backend's box members (kernels.h d9_fp8_box): the row
  * functions above, row by row ---- */
 
-/* Checks box as kernels.h says; *touch = 1 when it has elements. Returns
- * 0, -EINVAL or -EOVERFLOW (the CUDA backend's fp8.cu answers the same).
- * ptrs_ok: every pointer the member needs is set; es_max: the largest
- * element size of the member's arrays (bytes). */
-static int box_check(const d9_fp8_box *b, int ptrs_ok, size_t es_max, int *touch) {
-  *touch = 0;
-  if (b == NULL || b->rows < 0 || b->n < 0 || b->i0 < 0 || b->j0 < 0 || b->b0 <= 0 ||
-      b->b1 <= 0)
-    return -EINVAL;
-  if (b->rows == 0 || b->n == 0)
-    return 0;
-  if (!ptrs_ok)
-    return -EINVAL;
-  if (b->rows > INT64_MAX - b->i0 || b->n > INT64_MAX - b->j0)
-    return -EOVERFLOW;
-  int64_t ncb = (b->j0 + b->n - 1) / b->b1 - b->j0 / b->b1 + 1;
-  int64_t nrb = (b->i0 + b->rows - 1) / b->b0 - b->i0 / b->b0 + 1;
-  if (b->lds < ncb)
-    return -EINVAL;
-  if (b->rows > INT64_MAX / b->n || (uint64_t)(b->rows * b->n) > SIZE_MAX / es_max ||
-      nrb - 1 > (INT64_MAX - ncb) / b->lds)
-    return -EOVERFLOW;
-  *touch = 1;
-  return 0;
-}
 
 /* The window entry offset of box row r's first block (entries). */
 static inline int64_t box_row_at(const d9_fp8_box *b, int64_t r) {
@@ -200,7 +175,7 @@ static inline int64_t box_row_at(const d9_fp8_box *b, int64_t r) {
 
 int d9_cpu_fp8_dequant_box(void *dst, const uint8_t *w, d9_dtype wt, const float *scale,
                            const d9_fp8_box *box) {
-  int touch, r = box_check(box, dst && w && scale, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, dst && w && scale, 4, &touch);
   if (r)
     return r;
   if (wt != D9_F8_E4M3 && wt != D9_F8_E5M2)
@@ -212,7 +187,7 @@ int d9_cpu_fp8_dequant_box(void *dst, const uint8_t *w, d9_dtype wt, const float
 }
 
 int d9_cpu_fp8_amax_box(float *amax, const float *x, const d9_fp8_box *box) {
-  int touch, r = box_check(box, amax && x, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, amax && x, 4, &touch);
   for (int64_t i = 0; !r && touch && i < box->rows; i++)
     r = d9_cpu_fp8_amax(amax + box_row_at(box, i), x + i * box->n, box->j0, box->n, box->b1);
   return r;
@@ -220,7 +195,7 @@ int d9_cpu_fp8_amax_box(float *amax, const float *x, const d9_fp8_box *box) {
 
 int d9_cpu_fp8_quant_box(uint8_t *dst, const float *x, const float *scale,
                          const d9_fp8_box *box) {
-  int touch, r = box_check(box, dst && x && scale, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, dst && x && scale, 4, &touch);
   for (int64_t i = 0; !r && touch && i < box->rows; i++)
     r = d9_cpu_fp8_quant(dst + i * box->n, x + i * box->n, scale + box_row_at(box, i),
                          box->j0, box->n, box->b1);

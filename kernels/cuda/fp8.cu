@@ -25,29 +25,6 @@
 
 /* ---- box validation and tiling ---- */
 
-/* Checks box as kernels.h says; *touch = 1 when it has elements. Returns 0,
- * -EINVAL or -EOVERFLOW. ptrs_ok: every pointer the member needs is set. */
-static int box_check(const d9_fp8_box *b, int ptrs_ok, size_t es_max, int *touch) {
-  *touch = 0;
-  if (b == NULL || b->rows < 0 || b->n < 0 || b->i0 < 0 || b->j0 < 0 || b->b0 <= 0 ||
-      b->b1 <= 0)
-    return -EINVAL;
-  if (b->rows == 0 || b->n == 0)
-    return 0;
-  if (!ptrs_ok)
-    return -EINVAL;
-  if (b->rows > INT64_MAX - b->i0 || b->n > INT64_MAX - b->j0)
-    return -EOVERFLOW;
-  int64_t ncb = (b->j0 + b->n - 1) / b->b1 - b->j0 / b->b1 + 1;
-  int64_t nrb = (b->i0 + b->rows - 1) / b->b0 - b->i0 / b->b0 + 1;
-  if (b->lds < ncb)
-    return -EINVAL;
-  if (b->rows > INT64_MAX / b->n || (uint64_t)(b->rows * b->n) > SIZE_MAX / es_max ||
-      nrb - 1 > (INT64_MAX - ncb) / b->lds)
-    return -EOVERFLOW;
-  *touch = 1;
-  return 0;
-}
 
 /* One job: rows [r0, r0 + nr) x columns [c0, c0 + nc) of the box, dense in
  * the box's data at element r0 * n + c0 (nr = 1 or nc = n). Its blocks are
@@ -186,7 +163,7 @@ struct dequant_op {
 
 int d9c_fp8_dequant(int dev, void *dst, const uint8_t *w, int wt, const float *scale,
                     const d9_fp8_box *box) {
-  int touch, r = box_check(box, dst && w && scale, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, dst && w && scale, 4, &touch);
   if (r)
     return r;
   if (wt != D9_F8_E4M3 && wt != D9_F8_E5M2)
@@ -285,7 +262,7 @@ struct amax_op {
 };
 
 int d9c_fp8_amax(int dev, float *amax, const float *x, const d9_fp8_box *box) {
-  int touch, r = box_check(box, amax && x, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, amax && x, 4, &touch);
   if (r || !touch)
     return r;
   int64_t nrb = (box->i0 + box->rows - 1) / box->b0 - box->i0 / box->b0 + 1;
@@ -355,7 +332,7 @@ struct quant_op {
 
 int d9c_fp8_quant(int dev, uint8_t *dst, const float *x, const float *scale,
                   const d9_fp8_box *box) {
-  int touch, r = box_check(box, dst && x && scale, 4, &touch);
+  int touch, r = d9_fp8_box_check(box, dst && x && scale, 4, &touch);
   if (r || !touch)
     return r;
   quant_op op;
