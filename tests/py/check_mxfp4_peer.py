@@ -8,6 +8,11 @@ usage:
       (exit 77 when torch or transformers >= 5 cannot be imported)
   check_mxfp4_peer.py numpy SRC TREE          an independent numpy reference
       written here from the format (always runs)
+  check_mxfp4_peer.py roundtrip SRC REV        REV (the reversed mount of the
+      converted tree) gives back every group of SRC that lies on its MXFP4
+      grid (largest code magnitude 4 or 6, scale <= 252, no Inf) byte for
+      byte, blocks and scale; at least 90% of the groups outside the patched
+      tensor must be such, and every other tensor comes back unchanged
   check_mxfp4_peer.py patch SRC               rewrite, in place, the first
       gate_up_proj's blocks and scales so that they hold every byte value
       (every code pair) and every scale byte 0..255, so that the checks above
@@ -124,6 +129,34 @@ def check(mode, src, tree):
           f"{len(want) - len(pairs)} others unchanged, quantization_config removed")
 
 
+def roundtrip(src, rev):
+    S, R = headers(src), headers(rev)
+    assert set(S) == set(R), f"extra {sorted(set(R) - set(S))[:5]}, missing {sorted(set(S) - set(R))[:5]}"
+    on = total = 0
+    for k in sorted(S):
+        if k.endswith("_scales"):
+            continue
+        if not k.endswith("_blocks"):
+            assert S[k][1:3] == R[k][1:3] and raw(S[k]) == raw(R[k]), f"{k}: differs"
+            continue
+        p = k[:-len("_blocks")]
+        assert R[k][1:3] == S[k][1:3] and R[p + "_scales"][1:3] == S[p + "_scales"][1:3], p
+        G, B = S[k][2][2:]
+        sb = np.frombuffer(raw(S[k]), np.uint8).reshape(-1, B)
+        rb = np.frombuffer(raw(R[k]), np.uint8).reshape(-1, B)
+        ss = np.frombuffer(raw(S[p + "_scales"]), np.uint8)
+        rs = np.frombuffer(raw(R[p + "_scales"]), np.uint8)
+        top = np.maximum((sb & 7).max(axis=1), ((sb >> 4) & 7).max(axis=1))
+        grid = (top >= 6) & (ss <= 252)
+        same = (sb == rb).all(axis=1) & (ss == rs)
+        assert same[grid].all(), f"{p}: {int((~same[grid]).sum())} on-grid groups changed"
+        if "layers.0.mlp.experts.gate_up_proj" not in p:
+            on, total = on + int(grid.sum()), total + len(grid)
+    assert total and on >= 0.9 * total, f"only {on} of {total} groups on the grid"
+    print(f"ok: every on-grid group ({on} of {total} outside the patched tensor, and the "
+          f"patched tensor's) came back byte for byte; other tensors unchanged")
+
+
 def patch(src):
     S = headers(src)
     p = sorted(k[:-len("_blocks")] for k in S if k.endswith("gate_up_proj_blocks"))[0]
@@ -147,6 +180,8 @@ def patch(src):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "patch":
         patch(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
+        roundtrip(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] in ("numpy", "transformers"):
         check(*sys.argv[1:])
     else:
