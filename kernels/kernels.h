@@ -54,8 +54,11 @@ int d9_fp8_box_check(const d9_fp8_box *b, int ptrs_ok, size_t es_max, int *touch
 
 typedef struct d9_backend {
   const char *name;
-  /* Every member is required: the CPU backend and each CUDA backend
-   * provide them all, so a caller never computes behind the table. */
+  /* Every member up to transpose is required: the CPU backend and each
+   * CUDA backend provide them all, so a caller never computes behind the
+   * table. The members after it are optional (NULL when a backend lacks
+   * them; the CPU backend has every one): the evaluator's dispatch then
+   * runs the CPU backend's member instead. */
 
   /* Convert n elements from src (type st) to dst (type dt). Both castable
    * (d9_dtype_is_castable) or st == dt. src and dst must not overlap.
@@ -84,6 +87,24 @@ typedef struct d9_backend {
    * -ENOTSUP for an element size the backend lacks (the CPU takes any). */
   int (*transpose)(void *dst, const void *src, size_t es, int64_t batch,
                    int64_t rows, int64_t cols);
+
+  /* ---- optional members ---- */
+
+  /* MXFP4 dequant of n values [j0, j0 + n) of a flat stream (mxfp4.c has
+   * the format and the exact rule): value v is the E2M1 code in nibble
+   * v % 2 (low first) of blocks[v / 2 - j0 / 2] times 2^(s - 127), s =
+   * scales[v / group - j0 / group] (E8M0), into dst as dt (F32 or BF16) at
+   * any alignment. -EINVAL for n < 0, j0 < 0, group <= 0 or odd, another
+   * dt, or a NULL pointer with n > 0; -EOVERFLOW when the bytes do not fit
+   * a size_t. */
+  int (*mxfp4_dequant)(void *dst, d9_dtype dt, const uint8_t *blocks,
+                       const uint8_t *scales, int64_t j0, int64_t n, int64_t group);
+  /* MXFP4 quant of ngroups whole groups of group F32 values x (aligned):
+   * scales[g] the E8M0 scale of group g (d9_mxfp4_scale of its amax, NaN
+   * ignored), blocks[g * group / 2 ..] its codes, two per byte, low nibble
+   * first. -EINVAL / -EOVERFLOW as dequant. */
+  int (*mxfp4_quant)(uint8_t *blocks, uint8_t *scales, const float *x,
+                     int64_t ngroups, int64_t group);
 } d9_backend;
 
 /* The CPU backend; always present, every member set. Borrowed, static
@@ -134,5 +155,21 @@ float d9_cpu_fp8_scale(float amax);
  * Inf quotient gives +-448, a NaN x 0x7f with x's sign). */
 int d9_cpu_fp8_quant(uint8_t *dst, const float *x, const float *scale,
                      int64_t j0, int64_t n, int64_t b);
+
+
+/* ---- mxfp4.c: MXFP4 kernels (CPU; the CPU backend's mxfp4_* members) ---- */
+
+int d9_cpu_mxfp4_dequant(void *dst, d9_dtype dt, const uint8_t *blocks,
+                         const uint8_t *scales, int64_t j0, int64_t n, int64_t group);
+int d9_cpu_mxfp4_quant(uint8_t *blocks, uint8_t *scales, const float *x, int64_t ngroups,
+                       int64_t group);
+/* The E2M1 value of code & 15, and the MXFP4 value of a code with E8M0
+ * scale s: e2m1(code) * 2^(s - 127), exact in F32, +-Inf from 2^128 up. */
+float d9_e2m1_to_f32(uint8_t code);
+float d9_mxfp4_value(uint8_t code, uint8_t s);
+/* The E8M0 scale byte for a group's amax (max |x|, NaN ignored): 0 for 0,
+ * 254 for Inf, else floor(log2(amax)) - 2 + 127 clamped to >= 0. One
+ * formula every backend's host side may share. */
+uint8_t d9_mxfp4_scale(float amax);
 
 #endif

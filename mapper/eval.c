@@ -1,7 +1,7 @@
 /* eval.c - the evaluator's dispatch (d9_eval_fill), the layout fills
  * (source, reshape, concat, slice), the scratch stack, and reads of planned
- * files (d9_eval_read, d9_eval_pieces). Computing nodes go to eval_fill.c
- * and eval_fp8.c; see eval_internal.h. */
+ * files (d9_eval_read, d9_eval_pieces). Computing nodes go to eval_fill.c,
+ * eval_fp8.c and eval_mxfp4.c; see eval_internal.h. */
 #include "eval_internal.h"
 
 #include <errno.h>
@@ -145,6 +145,9 @@ static int fill_compute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_
     case D9_OP_QUANT_S: return d9_fill_quant(rc, x, start, count, out);
     case D9_OP_AFFINE: return d9_fill_affine(rc, x, start, count, out);
     case D9_OP_PAD: return d9_fill_pad(rc, x, start, count, out);
+    case D9_OP_MXFP4_DQ: return d9_fill_mxfp4_dequant(rc, x, start, count, out);
+    case D9_OP_MXFP4_QB:
+    case D9_OP_MXFP4_QS: return d9_fill_mxfp4_quant(rc, x, start, count, out);
     default: return -EINVAL;
   }
 }

@@ -10,7 +10,8 @@
  * inputs are const, the CPU overwrites every output element of cast,
  * affine, dequant, quant and transpose, and an amax call that failed half
  * way has folded only maxima of the same data into the window, which
- * folding them again does not change.
+ * folding them again does not change. An optional member a backend lacks
+ * (NULL, kernels.h) counts as -ENOTSUP: the CPU backend runs it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -93,4 +94,23 @@ int d9_run_transpose(d9_read_ctx *rc, void *dst, const void *src, size_t es, int
   int r = be->transpose(dst, src, es, batch, rows, cols);
   return on_cpu_instead(be, r) ? d9_backend_cpu()->transpose(dst, src, es, batch, rows, cols)
                                : r;
+}
+
+int d9_run_mxfp4_dequant(d9_read_ctx *rc, void *dst, d9_dtype dt, const uint8_t *blocks,
+                         const uint8_t *scales, int64_t j0, int64_t n, int64_t group) {
+  const d9_backend *be = be_of(rc);
+  int r = be->mxfp4_dequant ? be->mxfp4_dequant(dst, dt, blocks, scales, j0, n, group)
+                            : -ENOTSUP;
+  return on_cpu_instead(be, r)
+             ? d9_backend_cpu()->mxfp4_dequant(dst, dt, blocks, scales, j0, n, group)
+             : r;
+}
+
+int d9_run_mxfp4_quant(d9_read_ctx *rc, uint8_t *blocks, uint8_t *scales, const float *x,
+                       int64_t ngroups, int64_t group) {
+  const d9_backend *be = be_of(rc);
+  int r = be->mxfp4_quant ? be->mxfp4_quant(blocks, scales, x, ngroups, group) : -ENOTSUP;
+  return on_cpu_instead(be, r)
+             ? d9_backend_cpu()->mxfp4_quant(blocks, scales, x, ngroups, group)
+             : r;
 }

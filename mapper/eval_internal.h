@@ -8,6 +8,7 @@
  *   eval_fill.c     the element-wise and tiled fills: cast, affine, pad,
  *                   permute
  *   eval_fp8.c      the FP8 block fills: dequant, quant weight and scale
+ *   eval_mxfp4.c    the MXFP4 fills: dequant, quant blocks and scales
  *   eval_backend.c  the only door to the kernels: every compute of a read
  *                   is one d9_run_* call on rc->be, falling back to the CPU
  *                   backend in that one place; and d9_eval_backend, the
@@ -38,6 +39,11 @@ int d9_fill_pad(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
 int d9_fill_permute(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
 int d9_fill_dequant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
 int d9_fill_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count, void *out);
+/* eval_mxfp4.c: MXFP4_DQ; MXFP4_QB and MXFP4_QS */
+int d9_fill_mxfp4_dequant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                          void *out);
+int d9_fill_mxfp4_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t count,
+                        void *out);
 
 /* ---- eval_backend.c: the kernels, through rc->be ----
  *
@@ -57,5 +63,10 @@ int d9_run_fp8_quant(d9_read_ctx *rc, uint8_t *dst, const float *x, const float 
                      const d9_fp8_box *box);
 int d9_run_transpose(d9_read_ctx *rc, void *dst, const void *src, size_t es, int64_t batch,
                      int64_t rows, int64_t cols);
+/* The optional members: a backend without one (NULL) runs the CPU's. */
+int d9_run_mxfp4_dequant(d9_read_ctx *rc, void *dst, d9_dtype dt, const uint8_t *blocks,
+                         const uint8_t *scales, int64_t j0, int64_t n, int64_t group);
+int d9_run_mxfp4_quant(d9_read_ctx *rc, uint8_t *blocks, uint8_t *scales, const float *x,
+                       int64_t ngroups, int64_t group);
 
 #endif

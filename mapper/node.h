@@ -35,6 +35,9 @@ typedef enum {
   D9_OP_QUANT_S,  /* in[0] float [M, N] -> F32 scale_inv [ceil(M/b0), ceil(N/b1)] */
   D9_OP_AFFINE,   /* cast_dtype(f32(x) * a + b), computed in F32 */
   D9_OP_PAD,      /* rows beyond in[0]'s dim 0 are zero bytes */
+  D9_OP_MXFP4_DQ, /* in[0] U8 blocks [..., G, B], in[1] U8 E8M0 scales [..., G] -> [..., G*2B] */
+  D9_OP_MXFP4_QB, /* in[0] float [..., N] -> U8 blocks [..., N/g, g/2] (g = block[0]) */
+  D9_OP_MXFP4_QS, /* in[0] float [..., N] -> U8 E8M0 scales [..., N/g] */
 } d9_op;
 
 typedef struct d9_node {
@@ -51,7 +54,8 @@ typedef struct d9_node {
   int64_t inner;             /* CONCAT, SLICE: elements per index of dim (product of later dims) */
   int64_t *cum;              /* CONCAT: cum[i] = sum of in[j]->shape[dim] for j < i; nin+1 entries */
   int perm[D9_MAX_DIMS];     /* PERMUTE */
-  int64_t block[2];          /* DEQUANT, QUANT_*: block rows b0, block cols b1 */
+  int64_t block[2];          /* DEQUANT, QUANT_*: block rows b0, block cols b1;
+                                MXFP4_*: block[0] = values per scale */
   float a, b;                /* AFFINE */
 } d9_node;
 
@@ -102,6 +106,20 @@ d9_node *d9_node_affine(d9_arena *a, d9_node *x, float mul, float add, const cha
 /* Pad dim 0 with zero rows up to rows (>= x->shape[0]). */
 d9_node *d9_node_pad(d9_arena *a, d9_node *x, int64_t rows, const char *where,
                      d9_diag *diag);
+
+/* MXFP4 dequantisation (gpt-oss experts; kernels/cpu/mxfp4.c has the
+ * format): blocks U8 [..., G, B] (two E2M1 codes per byte, low nibble
+ * first), scales U8 [..., G] (E8M0, one per 2B values) -> `to` (F32 or
+ * BF16) [..., G*2B]: value v = e2m1(code v) * 2^(scale - 127) in F32,
+ * rounded to `to` (exact; +-Inf from 2^128 up; never NaN). When group > 0
+ * it must equal 2B. */
+d9_node *d9_node_mxfp4_dequant(d9_arena *a, d9_node *blocks, d9_node *scales, d9_dtype to,
+                               int64_t group, const char *where, d9_diag *diag);
+/* Its inverse: x F32/F16/BF16 [..., N], N a multiple of group (even) ->
+ * out[0] U8 blocks [..., N/group, group/2], out[1] U8 E8M0 scales
+ * [..., N/group] (kernels.h mxfp4_quant has the rule). 0 or -EINVAL. */
+int d9_node_mxfp4_quant(d9_arena *a, d9_node *x, int64_t group, d9_node *out[2],
+                        const char *where, d9_diag *diag);
 
 /* "[4096, 1024]" into buf. */
 const char *d9_shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);

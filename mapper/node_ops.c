@@ -1,5 +1,5 @@
 /* node_ops.c - the non-layout operations: permute, FP8 block dequant and
- * quant, affine, pad. This file builds them (constructors check shapes and
+ * quant, affine, pad, MXFP4 dequant and quant. This file builds them (constructors check shapes and
  * dtypes); the evaluator computes them (eval_fill.c, eval_fp8.c, through the
  * read's backend).
  *
@@ -26,6 +26,9 @@
  *  - AFFINE: cast_{x->dtype}(f32(x) * a + b), two F32 roundings (backend.c;
  *    NaN results canonical). w + 1 / w - 1 for zero-centred RMSNorm.
  *  - PAD: dim 0 grown to rows; elements past x's are zero bytes.
+ *  - MXFP4_DQ / MXFP4_QB / MXFP4_QS: flat streams of values, codes and
+ *    scales (value v: nibble v % 2 of byte v / 2, scale v / group); the
+ *    exact rules are kernels/cpu/mxfp4.c's (eval_mxfp4.c computes them).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -167,4 +170,78 @@ d9_node *d9_node_pad(d9_arena *a, d9_node *x, int64_t rows, const char *where,
     return d9_diag_fail(diag, EOVERFLOW, "%s: padding to %lld rows overflows", where,
                         (long long)rows), NULL;
   return n;
+}
+
+/* ---- MXFP4 (gpt-oss): exact rules in kernels/cpu/mxfp4.c ---- */
+
+d9_node *d9_node_mxfp4_dequant(d9_arena *a, d9_node *blocks, d9_node *scales, d9_dtype to,
+                               int64_t group, const char *where, d9_diag *diag) {
+  char t1[160], t2[160];
+  int nd = blocks->ndim;
+  if (to != D9_F32 && to != D9_BF16)
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4_dequant gives F32 or BF16, not %s", where,
+                        d9_dtype_name(to)), NULL;
+  if (blocks->dtype != D9_U8 || nd < 2)
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4 blocks are %s %s, want U8 [..., G, B]", where,
+                        d9_dtype_name(blocks->dtype),
+                        d9_shape_str(blocks->shape, nd, t1, sizeof t1)), NULL;
+  int same = scales->dtype == D9_U8 && scales->ndim == nd - 1;
+  for (int k = 0; same && k < nd - 1; k++) same = scales->shape[k] == blocks->shape[k];
+  if (!same)
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4 scales are %s %s, want U8 %s for blocks %s "
+                        "(one E8M0 byte per block row)", where, d9_dtype_name(scales->dtype),
+                        d9_shape_str(scales->shape, scales->ndim, t1, sizeof t1),
+                        d9_shape_str(blocks->shape, nd - 1, t2, sizeof t2),
+                        d9_shape_str(blocks->shape, nd, t1, sizeof t1)), NULL;
+  int64_t B = blocks->shape[nd - 1];
+  if (B < 1 || (group > 0 && group != 2 * B))
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4 blocks %s hold %lld values per scale, "
+                        "\"group\" says %lld", where,
+                        d9_shape_str(blocks->shape, nd, t1, sizeof t1), (long long)(2 * B),
+                        (long long)group), NULL;
+  d9_node *n = new_op(a, D9_OP_MXFP4_DQ, 2, blocks);
+  if (!n) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", where), NULL;
+  n->in[0] = blocks;
+  n->in[1] = scales;
+  n->dtype = to;
+  n->ndim = nd - 1;
+  n->shape[nd - 2] = blocks->shape[nd - 2] * 2 * B; /* G*B <= numel: no overflow */
+  n->shape[nd - 1] = 0;
+  n->block[0] = 2 * B;
+  uint64_t bytes;
+  if (d9_st_numel(n->shape, n->ndim, &n->numel) ||
+      d9_st_nbytes(n->shape, n->ndim, n->dtype, &bytes))
+    return d9_diag_fail(diag, EOVERFLOW, "%s: mxfp4 values of %s overflow", where,
+                        d9_shape_str(blocks->shape, nd, t1, sizeof t1)), NULL;
+  return n;
+}
+
+int d9_node_mxfp4_quant(d9_arena *a, d9_node *x, int64_t group, d9_node *out[2],
+                        const char *where, d9_diag *diag) {
+  char t1[160];
+  int nd = x->ndim;
+  if (nd < 1 || nd >= D9_MAX_DIMS ||
+      (x->dtype != D9_F32 && x->dtype != D9_F16 && x->dtype != D9_BF16))
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4_quant input is %s %s, want F32, F16 or BF16 "
+                        "[..., N] with at most %d dims", where, d9_dtype_name(x->dtype),
+                        d9_shape_str(x->shape, nd, t1, sizeof t1), D9_MAX_DIMS - 1);
+  if (group < 2 || group % 2 || x->shape[nd - 1] % group)
+    return d9_diag_fail(diag, EINVAL, "%s: mxfp4_quant: the last dim of %s is not a multiple "
+                        "of the group %lld (even)", where,
+                        d9_shape_str(x->shape, nd, t1, sizeof t1), (long long)group);
+  d9_node *b = new_op(a, D9_OP_MXFP4_QB, 1, x), *s = new_op(a, D9_OP_MXFP4_QS, 1, x);
+  if (!b || !s) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", where);
+  b->dtype = s->dtype = D9_U8;
+  b->shape[nd - 1] = s->shape[nd - 1] = x->shape[nd - 1] / group;
+  b->shape[nd] = group / 2;
+  b->ndim = nd + 1;
+  b->numel = x->numel / 2;
+  s->numel = x->numel / group;
+  for (int i = 0; i < 2; i++) {
+    d9_node *n = i ? s : b;
+    n->in[0] = x;
+    n->block[0] = group;
+    out[i] = n;
+  }
+  return 0;
 }

@@ -18,7 +18,8 @@
 /* The op names the output shows, in d9_op order. */
 static const char *op_name(d9_op op) {
   static const char *names[] = {"source", "reshape", "concat", "slice", "cast", "permute",
-                                "dequant", "quant_w", "quant_s", "affine", "pad"};
+                                "dequant", "quant_w", "quant_s", "affine", "pad",
+                                "mxfp4_dequant", "mxfp4_blocks", "mxfp4_scales"};
   return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 
@@ -26,6 +27,7 @@ static const char *op_name(d9_op op) {
  * quantisation, an affine map rounded to its dtype. */
 static int node_lossy(const d9_node *n) {
   if (n->op == D9_OP_QUANT_W || n->op == D9_OP_QUANT_S) return 1;
+  if (n->op == D9_OP_MXFP4_QB || n->op == D9_OP_MXFP4_QS) return 1;
   if (n->op == D9_OP_AFFINE) return 1;
   if (n->op == D9_OP_CAST && n->nin == 1)
     return d9_dtype_size(n->dtype) < d9_dtype_size(n->in[0]->dtype) ||

@@ -40,7 +40,9 @@
   X(AFFINE, affine)           \
   X(PAD, pad)                 \
   X(TRUNCATE, truncate)       \
-  X(ROPE, rope)
+  X(ROPE, rope)               \
+  X(MXFP4_DEQUANT, mxfp4_dequant) \
+  X(MXFP4_QUANT, mxfp4_quant)
 
 typedef enum {
 #define D9_X(k, name) D9_STEP_##k,

@@ -273,8 +273,9 @@ static const struct {
     {"llama", "llama"},         {"qwen2", "qwen2"},
     {"mixtral", "mixtral"},     {"qwen3_moe", "qwen3_moe"},
     {"deepseek_fp8", "deepseek_v3"}, {"gemma", "gemma"},
+    {"gpt_oss", "gpt_oss"},
 };
-enum { NFAM = 6 };
+enum { NFAM = 7 };
 
 /* Which checkpoints each shipped spec is for: the d9gen families (BF16
  * main dtype) it accepts, and whether an F32 llama is accepted. */
@@ -292,6 +293,7 @@ static const struct {
     {"deepseek-fp8-to-bf16.json", {"deepseek_fp8"}, 0, "applies to model_type deepseek_v3;"},
     {"gemma-to-standard-norms.json", {"gemma"}, 0, "applies to model_type gemma, gemma2"},
     {"cast-f32-to-bf16.json", {NULL}, 1, "applies to tensors of dtype F32"},
+    {"gpt-oss-mxfp4-to-bf16.json", {"gpt_oss"}, 0, "applies to model_type gpt_oss;"},
 };
 enum { NSHIPPED = sizeof shipped / sizeof *shipped };
 

@@ -17,7 +17,8 @@
  *    scribbling over its output, as a failed GPU call may; amax after
  *    folding its maxima, the most a failed CUDA amax does): the evaluator's
  *    fallback computes on the CPU, the bytes are the CPU's.
- * Every planned safetensors file is also read whole and in random ranges
+ * A backend lacking the optional members (NULL mxfp4_*) gives the CPU's
+ * bytes. Every planned safetensors file is also read whole and in random ranges
  * with d9_eval_read through the recording backend. "Computes" is decided
  * from the graph: a CAST, AFFINE, DEQUANT or QUANT node, or a PERMUTE whose
  * output rows run along the input's last dim (the tiles that transpose). */
@@ -46,10 +47,11 @@
 #include <cjson/cJSON.h>
 
 #define SEED UINT64_C(0xbacc0e2d5eed0001)
-enum { RANGES = 12, MEMBERS = 6 };
-enum { M_CAST, M_AFFINE, M_DEQUANT, M_AMAX, M_QUANT, M_TRANSPOSE };
+enum { RANGES = 12, MEMBERS = 8 };
+enum { M_CAST, M_AFFINE, M_DEQUANT, M_AMAX, M_QUANT, M_TRANSPOSE, M_MXDQ, M_MXQ };
 static const char *const MEMBER[MEMBERS] = {"cast", "affine", "fp8_dequant", "fp8_amax",
-                                            "fp8_quant", "transpose"};
+                                            "fp8_quant", "transpose", "mxfp4_dequant",
+                                            "mxfp4_quant"};
 
 /* ---- the test backend (test-only statics: the members take no context) ---- */
 
@@ -151,8 +153,39 @@ static int t_transpose(void *dst, const void *src, size_t es, int64_t batch, int
   return 0;
 }
 
+/* FLIP for the MXFP4 members: every byte + 1, not inverted, so that a
+ * transpose that flips after them (a permute of the dequantised tensor)
+ * does not undo it. */
+static void bump(void *p, size_t n) {
+  for (size_t i = 0; i < n; i++) ((unsigned char *)p)[i]++;
+}
+
+static int t_mx_dequant(void *dst, d9_dtype dt, const uint8_t *blocks, const uint8_t *scales,
+                        int64_t j0, int64_t n, int64_t group) {
+  int r = enter(M_MXDQ, n);
+  size_t nb = (size_t)(n > 0 ? n : 0) * d9_dtype_size(dt);
+  if (r) scribble(M_MXDQ, dst, nb);
+  if (r || (r = d9_backend_cpu()->mxfp4_dequant(dst, dt, blocks, scales, j0, n, group)))
+    return r;
+  if (rec.mode == FLIP) bump(dst, nb);
+  return 0;
+}
+
+static int t_mx_quant(uint8_t *blocks, uint8_t *scales, const float *x, int64_t ngroups,
+                      int64_t group) {
+  int r = enter(M_MXQ, ngroups * group);
+  size_t nb = (size_t)(ngroups * group / 2);
+  if (r) scribble(M_MXQ, blocks, nb), scribble(M_MXQ, scales, (size_t)ngroups);
+  if (r || (r = d9_backend_cpu()->mxfp4_quant(blocks, scales, x, ngroups, group))) return r;
+  if (rec.mode == FLIP) bump(blocks, nb), bump(scales, (size_t)ngroups);
+  return 0;
+}
+
 static const d9_backend test_be = {"test", t_cast, t_affine, t_dequant, t_amax, t_quant,
-                                   t_transpose};
+                                   t_transpose, t_mx_dequant, t_mx_quant};
+/* A backend without the optional members (kernels.h): the CPU's run instead. */
+static const d9_backend lacking_be = {"lacking", t_cast, t_affine, t_dequant, t_amax, t_quant,
+                                      t_transpose, NULL, NULL};
 
 /* ---- what computes ---- */
 
@@ -163,7 +196,10 @@ static int computes(const d9_node *x) {
     case D9_OP_AFFINE:
     case D9_OP_DEQUANT:
     case D9_OP_QUANT_W:
-    case D9_OP_QUANT_S: return 1;
+    case D9_OP_QUANT_S:
+    case D9_OP_MXFP4_DQ:
+    case D9_OP_MXFP4_QB:
+    case D9_OP_MXFP4_QS: return 1;
     case D9_OP_PERMUTE:
       if (n >= 2 && x->perm[n - 2] == n - 1 && x->shape[n - 2] > 1 && x->shape[n - 1] > 1)
         return 1;
@@ -270,6 +306,13 @@ static int check_targets(built *b, const char *what) {
                  (long long)n);
     }
 
+    /* a backend lacking the optional members: the CPU computes them */
+    rec_reset();
+    memset(got, 0x5a, nb);
+    assert_int_equal(fill(b, &lacking_be, x, 0, x->numel, got), 0);
+    if (memcmp(got, want, nb)) fail_msg("%s: '%s': lacking backend, other bytes", what, tg->name);
+    assert_int_equal(rec.calls[M_MXDQ] + rec.calls[M_MXQ], 0);
+
     rec.mode = FLIP;
     assert_int_equal(fill(b, &test_be, x, 0, x->numel, got), 0);
     if ((memcmp(got, want, nb) != 0) != comp)
@@ -366,6 +409,9 @@ static void params_for(const char *spec, d9_gen_params *p) {
   } else if (!strcmp(spec, "deepseek-fp8-to-bf16.json")) {
     d9_gen_defaults(p, "deepseek_fp8");
     p->hidden = 200, p->heads = 4, p->kv_heads = 2, p->intermediate = 96, p->block = 64;
+  } else if (!strcmp(spec, "gpt-oss-mxfp4-to-bf16.json")) {
+    d9_gen_defaults(p, "gpt_oss");
+    p->experts = 3;
   } else if (!strcmp(spec, "gemma-to-standard-norms.json")) {
     d9_gen_defaults(p, "gemma");
   } else if (!strcmp(spec, "llama-to-megatron.json") || !strcmp(spec, "identity.json") ||
@@ -412,7 +458,7 @@ static void test_shipped_specs(void **state) {
     }
     /* the specs whose steps compute, and the kinds of compute they make */
     if (!strcmp(name, "deepseek-fp8-to-bf16.json") || !strcmp(name, "gemma-to-standard-norms.json") ||
-        !strcmp(name, "cast-f32-to-bf16.json"))
+        !strcmp(name, "cast-f32-to-bf16.json") || !strcmp(name, "gpt-oss-mxfp4-to-bf16.json"))
       assert_true(ncomp > 0);
     if (!strcmp(name, "identity.json") || !strcmp(name, "llama-to-megatron.json"))
       assert_int_equal(ncomp, 0);
@@ -425,6 +471,8 @@ static void test_shipped_specs(void **state) {
   assert_true(rec.total[M_AFFINE] > 0);  /* gemma */
   assert_true(rec.total[M_QUANT] > 0);   /* deepseek, reversed */
   assert_true(rec.total[M_AMAX] > 0);
+  assert_true(rec.total[M_MXDQ] > 0); /* gpt-oss */
+  assert_true(rec.total[M_MXQ] > 0);  /* gpt-oss, reversed */
   tu_rmrf(root);
   free(root);
 }
@@ -468,8 +516,9 @@ static void test_every_member(void **state) {
   free(text);
   memset(rec.total, 0, sizeof rec.total);
   assert_true(run_spec(src, spec, 0, "all-ops") > 0);
-  for (int m = 0; m < MEMBERS; m++) /* fp8_dequant: the shipped deepseek spec */
-    if (!rec.total[m] && m != M_DEQUANT)
+  /* fp8_dequant, mxfp4_*: the shipped deepseek and gpt-oss specs */
+  for (int m = 0; m < MEMBERS; m++)
+    if (!rec.total[m] && m != M_DEQUANT && m != M_MXDQ && m != M_MXQ)
       fail_msg("the test spec never reached the backend's %s", MEMBER[m]);
 
   /* the saturating cast as read: |1000 x| >= 448 gives +-448, in range the

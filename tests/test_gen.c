@@ -210,7 +210,7 @@ static void ex(expect *e, d9_dtype dt, int64_t s0, int64_t s1, const char *fmt, 
 
 /* The family defaults for bias and tie_word_embeddings, as gen.h states. */
 static int want_bias(const d9_gen_params *p) {
-  return p->bias >= 0 ? p->bias : p->family == D9_GEN_QWEN2;
+  return p->bias >= 0 ? p->bias : p->family == D9_GEN_QWEN2 || p->family == D9_GEN_GPT_OSS;
 }
 static int want_tied(const d9_gen_params *p) {
   return p->tied >= 0 ? p->tied
@@ -361,10 +361,11 @@ static const char *str(cJSON *j, const char *k) {
 /* The fields every family writes. */
 static void check_config(cJSON *j, const d9_gen_params *p) {
   static const char *const mtypes[] = {"llama", "qwen2", "mixtral",
-                                       "qwen3_moe", "deepseek_v3", "gemma"};
+                                       "qwen3_moe", "deepseek_v3", "gemma", "gpt_oss"};
   static const char *const archs[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
-      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM"};
+      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM",
+      "GptOssForCausalLM"};
   const char *mtype = mtypes[p->family], *arch = archs[p->family];
   int tied = want_tied(p);
   assert_string_equal(str(j, "model_type"), mtype);
@@ -609,6 +610,88 @@ static void test_gemma(void **state) {
   run_end(&r);
 }
 
+/* gpt_oss: the tensor list (written out here from gpt-oss's layout), the
+ * MXFP4 experts' dtypes and shapes, varied block bytes, E8M0 scales in
+ * 118..133, the config's quantization_config; hidden and intermediate must
+ * be multiples of 32. */
+static void test_gpt_oss(void **state) {
+  (void)state;
+  d9_gen_params p;
+  d9_gen_defaults(&p, "gpt_oss");
+  assert_int_equal(p.experts, 4);
+  p.layers = 2, p.hidden = 96, p.intermediate = 64, p.experts = 3, p.shards = 3;
+  scratch s;
+  ckpt c;
+  scratch_make(&s);
+  gen(&s, &p, &c);
+  int64_t H = p.hidden, I = p.intermediate, E = p.experts, d = H / p.heads;
+  static const char *const attn[] = {"q", "k", "v", "o"};
+  for (int L = 0; L < p.layers; L++) {
+    char n[200];
+    struct { const char *suffix; d9_dtype dt; int ndim; int64_t sh[4]; } w[] = {
+        {"input_layernorm.weight", D9_BF16, 1, {H}},
+        {"post_attention_layernorm.weight", D9_BF16, 1, {H}},
+        {"self_attn.q_proj.weight", D9_BF16, 2, {p.heads * d, H}},
+        {"self_attn.q_proj.bias", D9_BF16, 1, {p.heads * d}},
+        {"self_attn.k_proj.bias", D9_BF16, 1, {p.kv_heads * d}},
+        {"self_attn.o_proj.weight", D9_BF16, 2, {H, p.heads * d}},
+        {"self_attn.o_proj.bias", D9_BF16, 1, {H}},
+        {"self_attn.sinks", D9_BF16, 1, {p.heads}},
+        {"mlp.router.weight", D9_BF16, 2, {E, H}},
+        {"mlp.router.bias", D9_BF16, 1, {E}},
+        {"mlp.experts.gate_up_proj_blocks", D9_U8, 4, {E, 2 * I, H / 32, 16}},
+        {"mlp.experts.gate_up_proj_scales", D9_U8, 3, {E, 2 * I, H / 32}},
+        {"mlp.experts.gate_up_proj_bias", D9_BF16, 2, {E, 2 * I}},
+        {"mlp.experts.down_proj_blocks", D9_U8, 4, {E, H, I / 32, 16}},
+        {"mlp.experts.down_proj_scales", D9_U8, 3, {E, H, I / 32}},
+        {"mlp.experts.down_proj_bias", D9_BF16, 2, {E, H}},
+    };
+    for (size_t k = 0; k < sizeof w / sizeof *w; k++) {
+      snprintf(n, sizeof n, "model.layers.%d.%s", L, w[k].suffix);
+      const rt *t = find(&c, n);
+      if (!t) fail_msg("%s missing", n);
+      assert_int_equal(t->dtype, w[k].dt);
+      assert_int_equal(t->ndim, w[k].ndim);
+      for (int i = 0; i < t->ndim; i++) assert_int_equal(t->shape[i], w[k].sh[i]);
+    }
+    for (int a = 0; a < 4; a++) { /* the attention linears, all plain */
+      snprintf(n, sizeof n, "model.layers.%d.self_attn.%s_proj.weight", L, attn[a]);
+      assert_non_null(find(&c, n));
+      assert_int_equal(find(&c, n)->dtype, D9_BF16);
+    }
+  }
+  /* per layer: 2 norms, 4 linears, 4 biases, sinks, router x2, experts x6 = 19;
+   * then embed, norm, lm_head */
+  int want_n = 19 * (int)p.layers + 3;
+  assert_int_equal(c.n, want_n);
+  int ntensors = 0;
+  assert_int_equal(d9_gen_count(&p, &ntensors, NULL, NULL), 0);
+  assert_int_equal(ntensors, want_n);
+  const rt *sc = find(&c, "model.layers.1.mlp.experts.down_proj_scales");
+  const rt *bl = find(&c, "model.layers.1.mlp.experts.down_proj_blocks");
+  unsigned char *sb = data_of(&c, sc), *bb = data_of(&c, bl);
+  int seen[256] = {0}, nseen = 0, lo = 255, hi = 0;
+  for (uint64_t i = 0; i < sc->nbytes; i++) lo = sb[i] < lo ? sb[i] : lo, hi = sb[i] > hi ? sb[i] : hi;
+  for (uint64_t i = 0; i < bl->nbytes; i++) nseen += !seen[bb[i]]++;
+  assert_true(lo >= 118 && hi <= 133 && hi > lo);
+  assert_true(nseen > 200); /* random bytes: every code pair likely */
+  free(sb);
+  free(bb);
+  cJSON *cfg = config(&c);
+  check_config(cfg, &p);
+  cJSON *q = cJSON_GetObjectItemCaseSensitive(cfg, "quantization_config");
+  assert_string_equal(str(q, "quant_method"), "mxfp4");
+  assert_true(num(cfg, "num_local_experts") == E);
+  cJSON_Delete(cfg);
+  free(c.t);
+  rm_tree(s.root);
+  /* the MXFP4 group needs multiples of 32 */
+  d9_diag diag = {0};
+  p.hidden = 48;
+  assert_int_equal(d9_gen_count(&p, NULL, NULL, &diag), -EINVAL);
+  assert_non_null(strstr(diag.msg, "multiples of 32"));
+}
+
 /* The same values in every dtype: BF16 and F16 data are the scalar
  * round-to-nearest-even conversions of the F32 data. */
 static void test_dtypes(void **state) {
@@ -787,6 +870,7 @@ int main(void) {
       cmocka_unit_test(test_deepseek_fp8),
       cmocka_unit_test(test_deepseek_fp8_big_embed),
       cmocka_unit_test(test_gemma),
+      cmocka_unit_test(test_gpt_oss),
       cmocka_unit_test(test_dtypes),
       cmocka_unit_test(test_determinism),
       cmocka_unit_test(test_shards_limits),

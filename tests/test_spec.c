@@ -705,6 +705,12 @@ static const struct {
   {"{'op':'rope','heads':1,'to':'full'}", ": \"to\" must be \"half\" or \"interleaved\""},
   {"{'op':'rope','heads':0,'to':'half'}", ".heads: 0 is out of range"},
   {"{'op':'rope','heads':1,'to':'half','dim':0}", ": unknown key 'dim'"},
+  {"{'op':'mxfp4_dequant','to':'F16'}", ".to: mxfp4 dequantises to F32 or BF16, not F16"},
+  {"{'op':'mxfp4_dequant','group':33}", ".group: 33 is odd (two values per byte)"},
+  {"{'op':'mxfp4_dequant','block':32}", ": unknown key 'block'"},
+  {"{'op':'mxfp4_quant','group':0}", ".group: 0 is out of range"},
+  {"{'op':'mxfp4_quant','group':'x','to':'I8'}", ": \"to\" must be F32, F16, BF16"},
+  {"{'op':'mxfp4_quant','to':'F8_E4M3'}", ".to: mxfp4 dequantises to F32 or BF16, not F8_E4M3"},
 };
 
 static void test_step_args_refused_at_parse(void **state) {
@@ -833,6 +839,8 @@ static void test_step_inverses(void **state) {
     {"{'op':'pad','multiple':8}", 1, D9_STEP_COUNT, 0, "without \"from_rows\""},
     {"{'op':'truncate','rows':6,'from_rows':8}", 1, D9_STEP_PAD, 1, NULL},
     {"{'op':'rope','heads':4,'to':'half'}", 1, D9_STEP_ROPE, 0, NULL},
+    {"{'op':'mxfp4_dequant','group':32}", 2, D9_STEP_MXFP4_QUANT, 1, NULL},
+    {"{'op':'mxfp4_quant','to':'F32'}", 1, D9_STEP_MXFP4_DEQUANT, 1, NULL},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char text[512];

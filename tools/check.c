@@ -1,8 +1,9 @@
 /* check.c - `d9dfs check SRC SPEC`: convert SRC forward into a temporary
  * directory, present that through the reversed spec, and compare every
  * tensor with the source: byte for byte for lossless specs; for lossy ones
- * report the lossy steps and each tensor's maximum absolute error. Mounts
- * nothing. Needs disk for two converted copies (removed afterwards). */
+ * report the lossy steps and each tensor's maximum absolute error (for an
+ * MXFP4 pair X_blocks / X_scales, both U8, the error of the values they
+ * encode, reported on each of the two). Mounts nothing. Needs disk for two converted copies (removed afterwards). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +57,67 @@ static int compare(const d9_catalog *ca, const d9_src_tensor *a, const d9_catalo
   return rc ? rc : same;
 }
 
+/* The scales tensor of an MXFP4 blocks tensor t ("X_blocks", U8 [..., G, B])
+ * in c: "X_scales", U8 [..., G]; NULL if t is not one. */
+static const d9_src_tensor *mxfp4_scales(const d9_catalog *c, const d9_src_tensor *t) {
+  size_t n = strlen(t->name);
+  char name[1024];
+  if (t->dtype != D9_U8 || t->ndim < 2 || n < 7 || n >= sizeof name ||
+      strcmp(t->name + n - 7, "_blocks"))
+    return NULL;
+  memcpy(name, t->name, n - 7);
+  strcpy(name + n - 7, "_scales");
+  const d9_src_tensor *s = d9_catalog_find(c, name);
+  if (!s || s->dtype != D9_U8 || s->ndim != t->ndim - 1 ||
+      memcmp(s->shape, t->shape, sizeof(int64_t) * (size_t)s->ndim))
+    return NULL;
+  return s;
+}
+
+/* The blocks tensor of an MXFP4 scales tensor t ("X_scales"), else NULL. */
+static const d9_src_tensor *mxfp4_blocks(const d9_catalog *c, const d9_src_tensor *t) {
+  size_t n = strlen(t->name);
+  char name[1024];
+  if (t->dtype != D9_U8 || n < 7 || n >= sizeof name || strcmp(t->name + n - 7, "_scales"))
+    return NULL;
+  memcpy(name, t->name, n - 7);
+  strcpy(name + n - 7, "_blocks");
+  const d9_src_tensor *b = d9_catalog_find(c, name);
+  return b && mxfp4_scales(c, b) == t ? b : NULL;
+}
+
+/* The largest |x - y| between the MXFP4 values of (ba, sa) in ca and (bb, sb)
+ * in cb (same shapes), equal values (Inf included) counting 0. 0 or -errno. */
+static int mxfp4_error(const d9_catalog *ca, const d9_src_tensor *ba, const d9_src_tensor *sa,
+                       const d9_catalog *cb, const d9_src_tensor *bb, const d9_src_tensor *sb,
+                       double *maxerr) {
+  enum { GROUPS = 4096 };
+  int64_t B = ba->shape[ba->ndim - 1], ng = (int64_t)sa->nbytes;
+  unsigned char *x = malloc((size_t)(GROUPS * B)), *y = malloc((size_t)(GROUPS * B));
+  unsigned char xs[GROUPS], ys[GROUPS];
+  int rc = x && y ? 0 : -ENOMEM;
+  *maxerr = 0;
+  for (int64_t g = 0; !rc && g < ng; g += GROUPS) {
+    size_t k = (size_t)(ng - g < GROUPS ? ng - g : GROUPS), nb = k * (size_t)B;
+    uint64_t off = (uint64_t)(g * B);
+    if ((rc = d9_catalog_pread(ca, ba->shard, x, nb, ba->offset + off)) ||
+        (rc = d9_catalog_pread(cb, bb->shard, y, nb, bb->offset + off)) ||
+        (rc = d9_catalog_pread(ca, sa->shard, xs, k, sa->offset + (uint64_t)g)) ||
+        (rc = d9_catalog_pread(cb, sb->shard, ys, k, sb->offset + (uint64_t)g)))
+      break;
+    for (size_t v = 0; v < 2 * nb; v++) {
+      int cx = v % 2 ? x[v / 2] >> 4 : x[v / 2] & 15, cy = v % 2 ? y[v / 2] >> 4 : y[v / 2] & 15;
+      double a = d9_mxfp4_value((uint8_t)cx, xs[v / (2 * (size_t)B)]);
+      double b = d9_mxfp4_value((uint8_t)cy, ys[v / (2 * (size_t)B)]);
+      double d = a == b ? 0 : fabs(a - b);
+      if (d > *maxerr) *maxerr = d;
+    }
+  }
+  free(x);
+  free(y);
+  return rc;
+}
+
 int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
   char tmpl[] = "/tmp/d9dfs-check.XXXXXX", fwd_dir[4200], rev_dir[4200];
   d9_mount_opts o = *base;
@@ -103,6 +165,14 @@ int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
     }
     double err;
     int same = compare(cs, a, cr, b, &err);
+    /* an MXFP4 pair: the error of the values, not of the bytes */
+    const d9_src_tensor *ab = mxfp4_blocks(cs, a), *as = mxfp4_scales(cs, a);
+    const d9_src_tensor *pa = ab ? ab : a, *sa = ab ? a : as;
+    const d9_src_tensor *pb = d9_catalog_find(cr, pa->name), *sb = NULL;
+    if (pb) sb = mxfp4_scales(cr, pb);
+    if (same == 0 && (ab || as) && sb && pb->dtype == pa->dtype && pb->ndim == pa->ndim &&
+        !memcmp(pb->shape, pa->shape, sizeof(int64_t) * (size_t)pa->ndim))
+      same = mxfp4_error(cs, pa, sa, cr, pb, sb, &err);
     if (same < 0) {
       fprintf(stderr, "d9dfs: check: %s: %s\n", a->name, strerror(-same));
       goto out;

@@ -22,13 +22,13 @@ enum {
 #define DIM_MAX INT64_C(0x7fffffff)       /* any single parameter */
 #define SHAPE_MAX (INT64_C(1) << 53)      /* any tensor dimension */
 
-typedef enum { K_WEIGHT, K_NORM, K_FP8, K_SCALE } val_kind;
+typedef enum { K_WEIGHT, K_NORM, K_FP8, K_SCALE, K_MXFP4, K_E8M0 } val_kind;
 
 typedef struct gtensor {
   char *name;          /* owned (malloc) */
   d9_dtype dtype;
-  int ndim;            /* 1 or 2 */
-  int64_t shape[2];    /* elements */
+  int ndim;            /* 1 or 2; up to 4 for gpt_oss's MXFP4 blocks */
+  int64_t shape[4];    /* elements */
   val_kind kind;
   uint64_t nbytes;
   int shard;           /* 0-based file index */
@@ -67,6 +67,10 @@ const char *d9_gen_family_name(int family) {
                                                        : "?";
 }
 
+static int is_moe(int fam) {
+  return fam == D9_GEN_MIXTRAL || fam == D9_GEN_QWEN3_MOE || fam == D9_GEN_GPT_OSS;
+}
+
 void d9_gen_defaults(d9_gen_params *p, const char *family) {
   memset(p, 0, sizeof *p);
   p->family = d9_gen_family_parse(family ? family : "llama");
@@ -77,8 +81,7 @@ void d9_gen_defaults(d9_gen_params *p, const char *family) {
   p->head_dim = p->family == D9_GEN_GEMMA ? 32 : 0;
   p->intermediate = 128;
   p->vocab = 256;
-  p->experts = (p->family == D9_GEN_MIXTRAL || p->family == D9_GEN_QWEN3_MOE)
-                   ? 4 : 0;
+  p->experts = is_moe(p->family) ? 4 : 0;
   p->dtype = D9_BF16;
   p->bias = -1;
   p->tied = -1;
@@ -87,9 +90,6 @@ void d9_gen_defaults(d9_gen_params *p, const char *family) {
   p->seed = 1;
 }
 
-static int is_moe(int fam) {
-  return fam == D9_GEN_MIXTRAL || fam == D9_GEN_QWEN3_MOE;
-}
 
 /* ---- parameters ---- */
 
@@ -105,7 +105,7 @@ static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
   if (!p) return d9_diag_fail(diag, EINVAL, "no parameters");
   if (p->family < 0 || p->family >= D9_GEN_FAMILY_COUNT)
     return d9_diag_fail(diag, EINVAL, "unknown family (want llama, qwen2, "
-                        "mixtral, qwen3_moe, deepseek_fp8 or gemma)");
+                        "mixtral, qwen3_moe, deepseek_fp8, gemma or gpt_oss)");
   if ((rc = check_dim("layers", p->layers, 1, diag)) ||
       (rc = check_dim("hidden", p->hidden, 1, diag)) ||
       (rc = check_dim("heads", p->heads, 1, diag)) ||
@@ -127,6 +127,10 @@ static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
   if (p->dtype != D9_F32 && p->dtype != D9_F16 && p->dtype != D9_BF16)
     return d9_diag_fail(diag, EINVAL, "dtype %s not supported (want BF16, F16 "
                         "or F32)", d9_dtype_name(p->dtype));
+  if (p->family == D9_GEN_GPT_OSS && (p->hidden % 32 || p->intermediate % 32))
+    return d9_diag_fail(diag, EINVAL, "gpt_oss: hidden %lld and intermediate %lld must be "
+                        "multiples of 32 (the MXFP4 group)", (long long)p->hidden,
+                        (long long)p->intermediate);
   if (p->bias < -1 || p->bias > 1 || p->tied < -1 || p->tied > 1)
     return d9_diag_fail(diag, EINVAL, "bias and tied must be -1, 0 or 1");
   if (p->shards < 1 || p->shards > SHARDS_MAX)
@@ -143,7 +147,7 @@ static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
   r->E = is_moe(p->family) ? p->experts : 0;
   r->b = p->block;
   r->dt = p->dtype;
-  r->bias = p->bias >= 0 ? p->bias : p->family == D9_GEN_QWEN2;
+  r->bias = p->bias >= 0 ? p->bias : (p->family == D9_GEN_QWEN2 || p->family == D9_GEN_GPT_OSS);
   r->tied = p->tied >= 0 ? p->tied
                          : (p->family == D9_GEN_QWEN2 || p->family == D9_GEN_GEMMA);
   r->shards = p->shards;
@@ -166,10 +170,9 @@ static void list_free(glist *l) {
   l->n = l->cap = 0;
 }
 
-/* Append a tensor; d1 < 0 makes it 1-D. Returns its index or -errno. */
-__attribute__((format(printf, 7, 8)))
-static int add(glist *l, d9_dtype dt, val_kind k, int64_t d0, int64_t d1,
-               d9_diag *diag, const char *fmt, ...) {
+/* Append a tensor of ndim (1..4) dims; returns its index or -errno. */
+static int add_v(glist *l, d9_dtype dt, val_kind k, int ndim, const int64_t *shape,
+                 d9_diag *diag, const char *fmt, va_list ap0) {
   if (l->n == l->cap) {
     int cap = l->cap ? 2 * l->cap : 64;
     gtensor *v = realloc(l->v, (size_t)cap * sizeof *v);
@@ -180,25 +183,74 @@ static int add(glist *l, d9_dtype dt, val_kind k, int64_t d0, int64_t d1,
   gtensor *t = &l->v[l->n];
   memset(t, 0, sizeof *t);
   va_list ap;
-  va_start(ap, fmt);
+  va_copy(ap, ap0);
   int len = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
   if (len < 0 || !(t->name = malloc((size_t)len + 1)))
     return d9_diag_fail(diag, ENOMEM, "out of memory for a tensor name");
-  va_start(ap, fmt);
+  va_copy(ap, ap0);
   vsnprintf(t->name, (size_t)len + 1, fmt, ap);
   va_end(ap);
   t->dtype = dt;
   t->kind = k;
-  t->ndim = d1 < 0 ? 1 : 2;
-  t->shape[0] = d0;
-  t->shape[1] = d1 < 0 ? 0 : d1;
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
   t->pair = -1;
   l->n++; /* owns the name from here, even if the size check fails */
   if (d9_st_nbytes(t->shape, t->ndim, dt, &t->nbytes) != 0)
     return d9_diag_fail(diag, EOVERFLOW, "tensor '%s': byte size overflows",
                         t->name);
   return l->n - 1;
+}
+
+/* Append a tensor; d1 < 0 makes it 1-D. Returns its index or -errno. */
+__attribute__((format(printf, 7, 8)))
+static int add(glist *l, d9_dtype dt, val_kind k, int64_t d0, int64_t d1,
+               d9_diag *diag, const char *fmt, ...) {
+  int64_t shape[2] = {d0, d1 < 0 ? 0 : d1};
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = add_v(l, dt, k, d1 < 0 ? 1 : 2, shape, diag, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+/* add() for any number of dims (1..4). */
+__attribute__((format(printf, 7, 8)))
+static int add_nd(glist *l, d9_dtype dt, val_kind k, int ndim, const int64_t *shape,
+                  d9_diag *diag, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = add_v(l, dt, k, ndim, shape, diag, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+/* The gpt_oss tensors of layer li after post_attention_layernorm: the
+ * attention's o_proj bias and sinks, the router, and the MXFP4 experts
+ * (blocks [E, R, C/32, 16] U8, scales [E, R, C/32] U8, biases [E, R]). */
+static int gpt_oss_layer(glist *l, const resolved *r, long long li, d9_diag *diag) {
+  const char *pre = "model.layers.";
+  const int64_t H = r->H, I = r->I, E = r->E;
+  int rc;
+  if ((rc = add(l, r->dt, K_WEIGHT, H, -1, diag, "%s%lld.self_attn.o_proj.bias", pre, li)) < 0 ||
+      (rc = add(l, r->dt, K_WEIGHT, r->nh, -1, diag, "%s%lld.self_attn.sinks", pre, li)) < 0 ||
+      (rc = add(l, r->dt, K_WEIGHT, E, H, diag, "%s%lld.mlp.router.weight", pre, li)) < 0 ||
+      (rc = add(l, r->dt, K_WEIGHT, E, -1, diag, "%s%lld.mlp.router.bias", pre, li)) < 0)
+    return rc;
+  static const char *const proj[2] = {"gate_up_proj", "down_proj"};
+  for (int k = 0; k < 2; k++) {
+    int64_t rows = k ? H : 2 * I, cols = k ? I : H;
+    int64_t bs[4] = {E, rows, cols / 32, 16}, bias[2] = {E, rows};
+    if ((rc = add_nd(l, D9_U8, K_MXFP4, 4, bs, diag, "%s%lld.mlp.experts.%s_blocks", pre, li,
+                     proj[k])) < 0 ||
+        (rc = add_nd(l, D9_U8, K_E8M0, 3, bs, diag, "%s%lld.mlp.experts.%s_scales", pre, li,
+                     proj[k])) < 0 ||
+        (rc = add_nd(l, r->dt, K_WEIGHT, 2, bias, diag, "%s%lld.mlp.experts.%s_bias", pre, li,
+                     proj[k])) < 0)
+      return rc;
+  }
+  return 0;
 }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
@@ -249,6 +301,8 @@ static int build(const resolved *r, glist *l, d9_diag *diag) {
         ADD(r->dt, K_WEIGHT, I, H, "%s%lld.mlp.experts.%lld.up_proj.weight", pre, li, le);
         ADD(r->dt, K_WEIGHT, H, I, "%s%lld.mlp.experts.%lld.down_proj.weight", pre, li, le);
       }
+    } else if (r->fam == D9_GEN_GPT_OSS) {
+      if ((rc = gpt_oss_layer(l, r, li, diag)) < 0) return rc;
     } else {
       ADD(lin, lk, I, H, "%s%lld.mlp.gate_proj.weight", pre, li);
       ADD(lin, lk, I, H, "%s%lld.mlp.up_proj.weight", pre, li);
@@ -376,6 +430,8 @@ static float next_value(uint64_t *s, val_kind k, int zero_norm) {
   case K_NORM: return zero_norm ? u * 0.1f : 1.0f + u * 0.1f;
   case K_FP8: return u * 448.0f;
   case K_SCALE: return 1e-3f + (float)top * (1.0f / (1 << 24)) * 0.099f;
+  case K_MXFP4: return (float)(top >> 16);     /* a byte: two random E2M1 codes */
+  case K_E8M0: return (float)(118 + top % 16); /* 2^-9 .. 2^6 */
   default: return u;
   }
 }
@@ -400,6 +456,7 @@ static void fill(unsigned char *buf, int64_t n, const gtensor *t, uint64_t *s,
     }
     case D9_F16: put_le(o, d9_f32_to_f16(f), 2); break;
     case D9_BF16: put_le(o, d9_f32_to_bf16(f), 2); break;
+    case D9_U8: o[0] = (unsigned char)f; break; /* K_MXFP4, K_E8M0: exact bytes */
     default: o[0] = d9_f32_to_e4m3(f); break; /* D9_F8_E4M3 */
     }
   }
@@ -584,8 +641,7 @@ static int write_shard(const char *dir, const glist *l, int from, int to,
     tt[i].name = g->name;
     tt[i].dtype = g->dtype;
     tt[i].ndim = g->ndim;
-    tt[i].shape[0] = g->shape[0];
-    tt[i].shape[1] = g->shape[1];
+    for (int d = 0; d < g->ndim; d++) tt[i].shape[d] = g->shape[d];
   }
   unsigned char *hdr = NULL;
   uint64_t hlen = 0;
@@ -641,9 +697,10 @@ static int write_config(const char *dir, const resolved *r,
                         const d9_gen_params *p, d9_diag *diag) {
   static const char *const arch[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
-      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM"};
+      "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM",
+      "GptOssForCausalLM"};
   static const char *const mtype[] = {"llama", "qwen2", "mixtral",
-                                      "qwen3_moe", "deepseek_v3", "gemma"};
+                                      "qwen3_moe", "deepseek_v3", "gemma", "gpt_oss"};
   const char *tdt = r->dt == D9_F32 ? "float32"
                     : r->dt == D9_F16 ? "float16" : "bfloat16";
   sbuf b = {0};
@@ -673,6 +730,12 @@ static int write_config(const char *dir, const resolved *r,
               "\"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
               "\"weight_block_size\": [%lld, %lld]},\n",
               (long long)r->b, (long long)r->b);
+  if (r->fam == D9_GEN_GPT_OSS)
+    sb_printf(&b, "  \"num_local_experts\": %lld,\n  \"num_experts_per_tok\": 2,\n"
+              "  \"quantization_config\": {\"quant_method\": \"mxfp4\", "
+              "\"modules_to_not_convert\": [\"model.layers.*.self_attn\", "
+              "\"model.layers.*.mlp.router\", \"model.embed_tokens\", \"lm_head\"]},\n",
+              (long long)r->E);
   sb_printf(&b, "  \"torch_dtype\": \"%s\"\n}\n", tdt);
   int rc = b.oom ? d9_diag_fail(diag, ENOMEM, "out of memory for config.json")
                  : write_small(dir, "config.json", b.s, diag);

@@ -23,6 +23,12 @@
  *       block_sparse_moe.experts.e.{w1,w3}.weight [I,H], .w2.weight [H,I]
  *     qwen3_moe: mlp.gate.weight [E,H],
  *       mlp.experts.e.{gate,up}_proj.weight [I,H], .down_proj.weight [H,I]
+ *     gpt_oss: self_attn.o_proj.bias [H], self_attn.sinks [nh],
+ *       mlp.router.weight [E,H], mlp.router.bias [E], and per P in
+ *       gate_up_proj (R = 2I, C = H), down_proj (R = H, C = I):
+ *       mlp.experts.P_blocks U8 [E,R,C/32,16] (random bytes: two E2M1
+ *       codes each), mlp.experts.P_scales U8 [E,R,C/32] (E8M0 in
+ *       118..133), mlp.experts.P_bias [E,R]
  *   model.norm.weight [H]
  *   lm_head.weight [V,H]                                       unless tied
  *   deepseek_fp8 only, after everything else: for each F8_E4M3 weight
@@ -33,7 +39,9 @@
  * 2 at least one weight and its scale land in different files. Its
  * config.json says model_type "deepseek_v3" (DeepseekV3ForCausalLM), the
  * family whose FP8 format it has; the others their HF names (llama, qwen2,
- * mixtral, qwen3_moe, gemma).
+ * mixtral, qwen3_moe, gemma, gpt_oss). gpt_oss (GptOssForCausalLM) has
+ * q/k/v biases on by default, hidden and intermediate multiples of 32, and
+ * quantization_config {"quant_method": "mxfp4", ...} in config.json.
  *
  * Values depend only on (seed, tensor name), never on sharding: a
  * splitmix64 stream seeded from seed ^ FNV-1a(name) yields uniform u in
@@ -61,7 +69,8 @@
   X(MIXTRAL, "mixtral")        \
   X(QWEN3_MOE, "qwen3_moe")    \
   X(DEEPSEEK_FP8, "deepseek_fp8") \
-  X(GEMMA, "gemma")
+  X(GEMMA, "gemma")            \
+  X(GPT_OSS, "gpt_oss")
 
 typedef enum {
 #define D9_X(e, name) D9_GEN_##e,
@@ -82,7 +91,7 @@ typedef struct d9_gen_params {
   int64_t vocab;        /* V */
   int64_t experts;      /* E; MoE families only (>= 1 there, ignored else) */
   d9_dtype dtype;       /* D9_F32, D9_F16 or D9_BF16: the main dtype */
-  int bias;             /* q/k/v biases: -1 = family default (qwen2 on), 0, 1 */
+  int bias;             /* q/k/v biases: -1 = family default (qwen2, gpt_oss on), 0, 1 */
   int tied;             /* tie_word_embeddings: -1 = family default
                            (qwen2, gemma tied), 0, 1 */
   int shards;           /* safetensors files, 1 .. number of tensors */
@@ -92,12 +101,13 @@ typedef struct d9_gen_params {
 
 /* Small defaults for `family` (a name as d9_gen_family_parse takes; NULL =
  * "llama"): L=2, H=64, nh=4, ng=2, I=128, V=256, BF16, shards 1, block 128,
- * seed 1; E=4 for the MoE families; gemma head_dim 32. An unknown name sets
+ * seed 1; E=4 for the MoE families (mixtral, qwen3_moe, gpt_oss); gemma
+ * head_dim 32. An unknown name sets
  * family to -1, which d9_gen_write rejects. */
 void d9_gen_defaults(d9_gen_params *p, const char *family);
 
 /* The family for a name ("llama", "qwen2", "mixtral", "qwen3_moe",
- * "deepseek_fp8", "gemma"), or -1 if unknown or NULL. */
+ * "deepseek_fp8", "gemma", "gpt_oss"), or -1 if unknown or NULL. */
 int d9_gen_family_parse(const char *name);
 /* The name of a family, or "?" when out of range. Static storage. */
 const char *d9_gen_family_name(int family);

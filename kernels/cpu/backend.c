@@ -1,5 +1,6 @@
 /* backend.c - the CPU backend: its table (every member of d9_backend:
- * cast in cast.c, the FP8 boxes in fp8.c, transpose in transpose.c) and
+ * cast in cast.c, the FP8 boxes in fp8.c, transpose in transpose.c, MXFP4
+ * in mxfp4.c) and
  * affine.
  *
  * affine computes dst[i] = cast_dt(t) with t = f32(src[i]) * a, then
@@ -86,6 +87,8 @@ static const d9_backend cpu_backend = {
     .fp8_amax = d9_cpu_fp8_amax_box,
     .fp8_quant = d9_cpu_fp8_quant_box,
     .transpose = d9_cpu_transpose,
+    .mxfp4_dequant = d9_cpu_mxfp4_dequant,
+    .mxfp4_quant = d9_cpu_mxfp4_quant,
 };
 
 const d9_backend *d9_backend_cpu(void) { return &cpu_backend; }
