@@ -7,7 +7,8 @@
 # tensor of the mount equals Megatron-Bridge's own mapping of the same HF checkpoint
 # (tests/py/check_families_peer.py, when the peer venv is there:
 # D9DFS_PEER_PYTHON, default .venv-peer/bin/python; Bridge has no Phi-3
-# bridge); `d9dfs check` (lossless: every tensor back byte for byte; the FP8
+# bridge, so for phi3 transformers' Phi3 modules on the source must give the
+# bits its Llama modules give on the tree); `d9dfs check` (lossless: every tensor back byte for byte; the FP8
 # spec: lossy steps and errors reported); mount --reverse of the converted
 # tree; per-rank trees under tp and ep against the full view.
 # usage: families.sh D9DFS D9GEN
@@ -31,7 +32,7 @@ family_case() {
   check "$spec on $name: safetensors opens it; every tensor equals the numpy reference" \
     "$PY" "$HERE/tests/py/check_families.py" "$spec" "$src" "$mnt"
   # the mount stays up for the peer's check below
-  [ "$spec" = phi3-to-llama ] || PEER_ARGS+=("$spec" "$src" "$mnt")
+  PEER_ARGS+=("$spec" "$src" "$mnt")
   local out st
   out=$("$D9DFS" check "$src" "$SPECS/$spec.json" 2>&1) && st=0 || st=$?
   mkdir -p "$rmnt"; MOUNTS+=("$rmnt")
@@ -63,13 +64,12 @@ family_case deepseek-v3 deepseek-v3-to-megatron 0 --family deepseek_v3 --layers 
 family_case phi3 phi3-to-llama 1 --family phi3 --layers 2 --hidden 96 --heads 6 --kv-heads 2 --intermediate 80 --dtype BF16
 
 if [ -x "$PEER_PY" ] && "$PEER_PY" -c "import torch, megatron.core" 2>/dev/null; then
-  check "qwen3, qwen3-moe, deepseek-v3: every tensor equals Megatron-Bridge's mapping, byte for byte" \
+  check "qwen3, qwen3-moe, deepseek-v3: every tensor equals Megatron-Bridge's mapping, byte for byte; phi3: transformers' Phi3 and Llama modules agree bit for bit" \
     "$PEER_PY" "$HERE/tests/py/check_families_peer.py" "${PEER_ARGS[@]}"
 else
   echo "skip - Megatron-Bridge parity: no peer venv at $PEER_PY (torch, megatron-core, megatron-bridge)"
 fi
 for m in "${MOUNTS[@]}"; do mountpoint -q "$m" && fusermount3 -u "$m"; done
-echo "note - phi3-to-llama: Megatron-Bridge has no Phi-3 bridge; checked against the numpy reference only"
 
 # per-rank trees: TP styles (qkv, gated, row, vocab, column for MLA's up
 # projections) and EP (experts by the remainder rule, renumbered)

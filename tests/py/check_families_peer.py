@@ -19,6 +19,15 @@ mappings run as TP rank 0 of 1, and each Megatron module is a stand-in of
 the class Megatron-Core's TE layer spec uses (AutoMapping reads the class
 name). The registries and mappings themselves are the peer's code.
 
+Megatron-Bridge has no Phi-3 bridge. For phi3-to-llama the peer is
+transformers itself: per layer, its Phi3Attention and Phi3MLP, holding the
+source's fused qkv_proj and gate_up_proj, and its LlamaAttention and
+LlamaMLP, holding the tree's q/k/v_proj and gate/up_proj, run on the same
+input (the identity matrix as H tokens, so each projection is exactly its
+weight) and hand attention the same q, k, v and the MLP activation and
+down_proj the same gate and up * gate, bit for bit; every other tensor of
+the tree is the source's, byte for byte.
+
 Needs torch, megatron-core, megatron-bridge and transformers (not the
 project venv): run it with the peer venv's python. Exits 77 with the reason
 when they cannot be imported.
@@ -171,15 +180,104 @@ def check(spec, src, tree):
           f"HF tensors used")
 
 
+def check_phi3(src, tree):
+    """transformers' Phi-3 modules on the source feed attention and the MLP
+    activation the bits its Llama modules feed them on the tree"""
+    try:
+        import torch
+        from transformers import LlamaConfig, Phi3Config
+        from transformers.models.llama import modeling_llama as LL
+        from transformers.models.phi3 import modeling_phi3 as PH
+    except ImportError as e:
+        print(f"SKIP: transformers cannot be imported ({e})")
+        sys.exit(77)
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    nh, H = cfg["num_attention_heads"], cfg["hidden_size"]
+    ng = cfg.get("num_key_value_heads") or nh
+    common = dict(vocab_size=cfg["vocab_size"], hidden_size=H, intermediate_size=cfg["intermediate_size"],
+                  num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=nh,
+                  num_key_value_heads=ng, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    pc, lc = Phi3Config(**common), LlamaConfig(**common, head_dim=H // nh)
+    for c in (pc, lc):
+        c._attn_implementation = "eager"
+    S, T = load(src, torch), load(tree, torch)
+    # Record what each module hands to attention (q, k, v) and to the MLP's
+    # activation and down_proj. Plumbing only: rope, the attention kernel and
+    # the activation are left out (identity or a stand-in output), as their
+    # vectorised paths may round differently on strided views; what is
+    # compared is how each module reads its weights.
+    seen = []
+
+    def attend(module, q, k, v, *a, **kw):
+        seen.append((q, k, v))
+        return torch.zeros(q.shape[0], q.shape[2], q.shape[1] * q.shape[3]), None
+
+    for mod in (PH, LL):
+        mod.apply_rotary_pos_emb = lambda q, k, cos, sin, *a, **kw: (q, k)
+        mod.eager_attention_forward = attend
+    x = torch.eye(H).unsqueeze(0)  # H tokens: each projection is exactly its weight
+    cos = sin = torch.zeros(1, H, H // nh)
+
+    def build(mod, tensors, pre):
+        mod.load_state_dict({k: tensors[pre + k].float() for k in mod.state_dict()})
+        return mod.eval()
+
+    class Record(torch.nn.Module):  # the activation, as the identity
+        def __init__(self, rec):
+            super().__init__()
+            self.rec = rec
+
+        def forward(self, g):
+            self.rec.append(g)
+            return g
+
+    def mlp_inputs(mod):
+        rec = []
+        for name in ("act_fn", "activation_fn"):
+            if hasattr(mod, name):
+                setattr(mod, name, Record(rec))
+        mod.down_proj.register_forward_pre_hook(lambda m, a: rec.append(a[0]) and None)
+        mod(x)
+        return rec
+
+    n = 0
+    with torch.no_grad():
+        for L in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{L}."
+            seen.clear()
+            build(PH.Phi3Attention(pc, L), S, p + "self_attn.")(x, (cos, sin), None)
+            build(LL.LlamaAttention(lc, L), T, p + "self_attn.")(x, (cos, sin), None)
+            assert len(seen) == 2, f"{p}self_attn: attention ran {len(seen)} times, want 2"
+            for what, a, b in zip("qkv", *seen):
+                assert raw(a) == raw(b), f"{p}self_attn: Phi3Attention and LlamaAttention differ in {what}"
+            got = mlp_inputs(build(PH.Phi3MLP(pc), S, p + "mlp."))
+            want = mlp_inputs(build(LL.LlamaMLP(lc), T, p + "mlp."))
+            assert len(got) == len(want) == 2, f"{p}mlp: {len(got)}, {len(want)} records"
+            for what, a, b in zip(("gate", "up * gate"), got, want):
+                assert raw(a) == raw(b), f"{p}mlp: Phi3MLP and LlamaMLP differ in {what}"
+            n += 2
+    fused = (".self_attn.qkv_proj.", ".mlp.gate_up_proj.")
+    split = (".self_attn.q_proj.", ".self_attn.k_proj.", ".self_attn.v_proj.",
+             ".mlp.gate_proj.", ".mlp.up_proj.")
+    rest_s = {k: v for k, v in S.items() if not any(f in k for f in fused)}
+    rest_t = {k: v for k, v in T.items() if not any(f in k for f in split)}
+    assert set(rest_s) == set(rest_t), f"other tensors differ: {sorted(set(rest_s) ^ set(rest_t))[:5]}"
+    for k in rest_s:
+        assert rest_s[k].dtype == rest_t[k].dtype and raw(rest_s[k]) == raw(rest_t[k]), f"{k} changed"
+    print(f"ok: phi3-to-llama: transformers' Phi3Attention/Phi3MLP on the source and "
+          f"LlamaAttention/LlamaMLP on the tree read the same q, k, v, gate and up bits "
+          f"in {n} modules; the other {len(rest_s)} tensors unchanged")
+
+
 def main(*args):
     assert args and len(args) % 3 == 0, "usage: check_families_peer.py SPEC SRC TREE [...]"
     triples = [args[i:i + 3] for i in range(0, len(args), 3)]
     for spec, _, _ in triples:
-        if spec not in BRIDGES:
+        if spec not in BRIDGES and spec != "phi3-to-llama":
             print(f"SKIP: Megatron-Bridge has no bridge for {spec}")
             sys.exit(77)
     for t in triples:
-        check(*t)
+        (check_phi3(*t[1:]) if t[0] == "phi3-to-llama" else check(*t))
 
 
 if __name__ == "__main__":
