@@ -25,7 +25,7 @@
  *       mlp.experts.e.{gate,up}_proj.weight [I,H], .down_proj.weight [H,I]
  *   model.norm.weight [H]
  *   lm_head.weight [V,H]                                       unless tied
- *   deepseek_fp8 only, after everything else: for each F8_E4M3 weight
+ *   deepseek_fp8 and deepseek_v3, after everything else: for each F8_E4M3 weight
  *     "X.weight" [M,N], "X.weight_scale_inv" F32 [ceil(M/b), ceil(N/b)]
  *
  * deepseek_fp8 is llama-shaped; its 2-D layer linears (q/k/v/o and
@@ -33,7 +33,8 @@
  * 2 at least one weight and its scale land in different files. Its
  * config.json says model_type "deepseek_v3" (DeepseekV3ForCausalLM), the
  * family whose FP8 format it has; the others their HF names (llama, qwen2,
- * mixtral, qwen3_moe, gemma).
+ * mixtral, qwen3_moe, gemma, qwen3, phi3, deepseek_v3; architectures
+ * LlamaForCausalLM ... Phi3ForCausalLM, DeepseekV3ForCausalLM).
  *
  * qwen3 is llama-shaped plus self_attn.{q,k}_norm.weight [d], head_dim 32
  * by default (written to config.json; nh*d != H).
