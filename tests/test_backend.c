@@ -412,6 +412,14 @@ static void params_for(const char *spec, d9_gen_params *p) {
   } else if (!strcmp(spec, "gpt-oss-mxfp4-to-bf16.json")) {
     d9_gen_defaults(p, "gpt_oss");
     p->experts = 3;
+  } else if (!strcmp(spec, "deepseek-v3-to-megatron.json")) {
+    d9_gen_defaults(p, "deepseek_v3");
+    p->hidden = 64, p->heads = 4, p->intermediate = 48, p->block = 32;
+  } else if (!strcmp(spec, "qwen3-to-megatron.json") || !strcmp(spec, "qwen3-moe-to-megatron.json") ||
+             !strcmp(spec, "phi3-to-llama.json")) {
+    d9_gen_defaults(p, !strcmp(spec, "phi3-to-llama.json") ? "phi3"
+                       : strstr(spec, "moe") ? "qwen3_moe" : "qwen3");
+    p->hidden = 32, p->heads = 4, p->kv_heads = 2, p->intermediate = 24;
   } else if (!strcmp(spec, "gemma-to-standard-norms.json")) {
     d9_gen_defaults(p, "gemma");
   } else if (!strcmp(spec, "llama-to-megatron.json") || !strcmp(spec, "identity.json") ||

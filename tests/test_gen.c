@@ -217,7 +217,84 @@ static int want_tied(const d9_gen_params *p) {
                       : p->family == D9_GEN_QWEN2 || p->family == D9_GEN_GEMMA;
 }
 
+/* An F32 scale for each F8 weight listed so far, in order. */
+static void ex_scales(expect *e, int64_t b) {
+  int nw = e->n;
+  for (int i = 0; i < nw; i++)
+    if (e->v[i].dt == D9_F8_E4M3)
+      ex(e, D9_F32, (e->v[i].s0 + b - 1) / b, (e->v[i].s1 + b - 1) / b, "%s_scale_inv",
+         e->v[i].name);
+}
+
+/* phi3: fused qkv_proj [(nh+2ng)d, H] and gate_up_proj [2I, H]. */
+static void expected_phi3(const d9_gen_params *p, expect *e) {
+  int64_t H = p->hidden, I = p->intermediate, d = p->head_dim ? p->head_dim : H / p->heads;
+  d9_dtype m = p->dtype;
+  e->n = 0;
+  ex(e, m, p->vocab, H, "model.embed_tokens.weight");
+  for (int i = 0; i < p->layers; i++) {
+    ex(e, m, H, 0, "model.layers.%d.input_layernorm.weight", i);
+    ex(e, m, (p->heads + 2 * p->kv_heads) * d, H, "model.layers.%d.self_attn.qkv_proj.weight", i);
+    ex(e, m, H, p->heads * d, "model.layers.%d.self_attn.o_proj.weight", i);
+    ex(e, m, H, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+    ex(e, m, 2 * I, H, "model.layers.%d.mlp.gate_up_proj.weight", i);
+    ex(e, m, H, I, "model.layers.%d.mlp.down_proj.weight", i);
+  }
+  ex(e, m, H, 0, "model.norm.weight");
+  if (!want_tied(p)) ex(e, m, p->vocab, H, "lm_head.weight");
+}
+
+/* deepseek_v3's MLA sizes, as gen.h derives them. */
+typedef struct mla { int64_t nope, rope, v, ql, kvl, mi; } mla;
+static mla mla_want(const d9_gen_params *p) {
+  int64_t d = p->head_dim ? p->head_dim : p->hidden / p->heads;
+  mla x = {d, d / 2 ? d / 2 : 1, d, 3 * p->hidden / 4 ? 3 * p->hidden / 4 : 1,
+           p->hidden / 2 ? p->hidden / 2 : 1, p->intermediate / 2 ? p->intermediate / 2 : 1};
+  return x;
+}
+
+/* deepseek_v3: MLA attention, layer 0 dense, the others MoE with a shared
+ * expert; F8 linears with their scales last. */
+static void expected_mla(const d9_gen_params *p, expect *e) {
+  mla x = mla_want(p);
+  int64_t H = p->hidden, I = p->intermediate, nh = p->heads;
+  d9_dtype m = p->dtype, f8 = D9_F8_E4M3;
+  const char *pr[3] = {"gate", "up", "down"};
+  e->n = 0;
+  ex(e, m, p->vocab, H, "model.embed_tokens.weight");
+  for (int i = 0; i < p->layers; i++) {
+    ex(e, m, H, 0, "model.layers.%d.input_layernorm.weight", i);
+    ex(e, f8, x.ql, H, "model.layers.%d.self_attn.q_a_proj.weight", i);
+    ex(e, m, x.ql, 0, "model.layers.%d.self_attn.q_a_layernorm.weight", i);
+    ex(e, f8, nh * (x.nope + x.rope), x.ql, "model.layers.%d.self_attn.q_b_proj.weight", i);
+    ex(e, f8, x.kvl + x.rope, H, "model.layers.%d.self_attn.kv_a_proj_with_mqa.weight", i);
+    ex(e, m, x.kvl, 0, "model.layers.%d.self_attn.kv_a_layernorm.weight", i);
+    ex(e, f8, nh * (x.nope + x.v), x.kvl, "model.layers.%d.self_attn.kv_b_proj.weight", i);
+    ex(e, f8, H, nh * x.v, "model.layers.%d.self_attn.o_proj.weight", i);
+    ex(e, m, H, 0, "model.layers.%d.post_attention_layernorm.weight", i);
+    if (i == 0) {
+      for (int j = 0; j < 3; j++)
+        ex(e, f8, j < 2 ? I : H, j < 2 ? H : I, "model.layers.0.mlp.%s_proj.weight", pr[j]);
+      continue;
+    }
+    ex(e, m, p->experts, H, "model.layers.%d.mlp.gate.weight", i);
+    ex(e, D9_F32, p->experts, 0, "model.layers.%d.mlp.gate.e_score_correction_bias", i);
+    for (int k = 0; k < p->experts; k++)
+      for (int j = 0; j < 3; j++)
+        ex(e, f8, j < 2 ? x.mi : H, j < 2 ? H : x.mi, "model.layers.%d.mlp.experts.%d.%s_proj.weight",
+           i, k, pr[j]);
+    for (int j = 0; j < 3; j++)
+      ex(e, f8, j < 2 ? x.mi : H, j < 2 ? H : x.mi, "model.layers.%d.mlp.shared_experts.%s_proj.weight",
+         i, pr[j]);
+  }
+  ex(e, m, H, 0, "model.norm.weight");
+  if (!want_tied(p)) ex(e, m, p->vocab, H, "lm_head.weight");
+  ex_scales(e, p->block);
+}
+
 static void expected(const d9_gen_params *p, expect *e) {
+  if (p->family == D9_GEN_PHI3) return expected_phi3(p, e);
+  if (p->family == D9_GEN_DEEPSEEK_V3) return expected_mla(p, e);
   int f = p->family, fp8 = f == D9_GEN_DEEPSEEK_FP8;
   int bias = want_bias(p), tied = want_tied(p);
   int64_t H = p->hidden, I = p->intermediate, d = p->head_dim ? p->head_dim : H / p->heads;
@@ -233,7 +310,7 @@ static void expected(const d9_gen_params *p, expect *e) {
       if (bias) ex(e, m, j ? kv : q, 0, "model.layers.%d.self_attn.%s_proj.bias", i, pr[j]);
     }
     ex(e, lin, H, q, "model.layers.%d.self_attn.o_proj.weight", i);
-    if (f == D9_GEN_QWEN3_MOE) {
+    if (f == D9_GEN_QWEN3_MOE || f == D9_GEN_QWEN3) {
       ex(e, m, d, 0, "model.layers.%d.self_attn.q_norm.weight", i);
       ex(e, m, d, 0, "model.layers.%d.self_attn.k_norm.weight", i);
     }
@@ -361,11 +438,12 @@ static const char *str(cJSON *j, const char *k) {
 /* The fields every family writes. */
 static void check_config(cJSON *j, const d9_gen_params *p) {
   static const char *const mtypes[] = {"llama", "qwen2", "mixtral",
-                                       "qwen3_moe", "deepseek_v3", "gemma", "gpt_oss"};
+                                       "qwen3_moe", "deepseek_v3", "gemma", "gpt_oss",
+                                       "qwen3", "phi3", "deepseek_v3"};
   static const char *const archs[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
       "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM",
-      "GptOssForCausalLM"};
+      "GptOssForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "DeepseekV3ForCausalLM"};
   const char *mtype = mtypes[p->family], *arch = archs[p->family];
   int tied = want_tied(p);
   assert_string_equal(str(j, "model_type"), mtype);
@@ -386,7 +464,9 @@ static void check_config(cJSON *j, const d9_gen_params *p) {
                      : p->dtype == D9_F16 ? "float16" : "bfloat16";
   assert_string_equal(str(j, "torch_dtype"), want);
   cJSON *hd = cJSON_GetObjectItemCaseSensitive(j, "head_dim");
-  if (p->head_dim)
+  if (p->family == D9_GEN_DEEPSEEK_V3)
+    assert_null(hd); /* DeepseekV3Config derives it from qk_rope_head_dim */
+  else if (p->head_dim)
     assert_true(cJSON_IsNumber(hd) && hd->valuedouble == p->head_dim);
   else
     assert_null(hd);
@@ -598,6 +678,60 @@ static void test_deepseek_fp8_big_embed(void **state) {
   }
 }
 
+static void test_qwen3(void **state) {
+  (void)state;
+  run r;
+  d9_gen_params p;
+  d9_gen_defaults(&p, "qwen3");
+  assert_int_equal(p.head_dim, 32);  /* nh * d = 128 != H = 64 */
+  p.shards = 2;
+  run_start(&r, &p);  /* q/k norms of head_dim, head_dim in the config */
+  check_range(&r.c, "model.layers.1.self_attn.q_norm.weight", 0.89f, 1.11f);
+  assert_null(find(&r.c, "model.layers.0.self_attn.q_proj.bias"));
+  run_end(&r);
+}
+
+static void test_phi3(void **state) {
+  (void)state;
+  run r;
+  d9_gen_params p;
+  d9_gen_defaults(&p, "phi3");
+  p.heads = 8;
+  p.kv_heads = 2;
+  p.shards = 3;
+  run_start(&r, &p);
+  check_range(&r.c, "model.layers.1.self_attn.qkv_proj.weight", -1.0f, 1.0f);
+  check_range(&r.c, "model.layers.0.mlp.gate_up_proj.weight", -1.0f, 1.0f);
+  run_end(&r);
+}
+
+static void test_deepseek_v3(void **state) {
+  (void)state;
+  run r;
+  d9_gen_params p;
+  d9_gen_defaults(&p, "deepseek_v3");
+  assert_int_equal(p.kv_heads, p.heads);
+  p.layers = 3;
+  p.experts = 3;
+  p.hidden = 80;
+  p.block = 32;  /* ragged: 60 x 80, 80 x 60, ... */
+  p.shards = 3;
+  run_start(&r, &p);
+  check_fp8(&r.c, &p);
+  mla x = mla_want(&p);
+  static const char *const keys[] = {"q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                                     "qk_rope_head_dim", "v_head_dim", "moe_intermediate_size"};
+  int64_t want[] = {x.ql, x.kvl, x.nope, x.rope, x.v, x.mi};
+  for (int k = 0; k < 6; k++) assert_true(num(r.cfg, keys[k]) == want[k]);
+  assert_true(num(r.cfg, "n_routed_experts") == 3);
+  assert_true(num(r.cfg, "n_shared_experts") == 1);
+  assert_true(num(r.cfg, "first_k_dense_replace") == 1);
+  assert_non_null(cJSON_GetObjectItemCaseSensitive(r.cfg, "quantization_config"));
+  check_range(&r.c, "model.layers.2.mlp.gate.e_score_correction_bias", -1.0f, 1.0f);
+  check_range(&r.c, "model.layers.1.self_attn.kv_a_layernorm.weight", 0.89f, 1.11f);
+  run_end(&r);
+}
+
 static void test_gemma(void **state) {
   (void)state;
   run r;
@@ -728,8 +862,8 @@ static void test_dtypes(void **state) {
  * different data. The same call twice: byte-identical files. */
 static void test_determinism(void **state) {
   (void)state;
-  const char *fams[] = {"llama", "mixtral", "deepseek_fp8"};
-  for (int f = 0; f < 3; f++) {
+  const char *fams[] = {"llama", "mixtral", "deepseek_fp8", "deepseek_v3"};
+  for (int f = 0; f < 4; f++) {
     scratch s[4];
     ckpt c[4];
     int shards[4] = {1, 3, 7, 1};
@@ -871,6 +1005,9 @@ int main(void) {
       cmocka_unit_test(test_deepseek_fp8_big_embed),
       cmocka_unit_test(test_gemma),
       cmocka_unit_test(test_gpt_oss),
+      cmocka_unit_test(test_qwen3),
+      cmocka_unit_test(test_phi3),
+      cmocka_unit_test(test_deepseek_v3),
       cmocka_unit_test(test_dtypes),
       cmocka_unit_test(test_determinism),
       cmocka_unit_test(test_shards_limits),

@@ -21,7 +21,7 @@ static const char usage[] =
     "Write a seeded synthetic HuggingFace-style checkpoint into OUTDIR.\n"
     "\n"
     "  --family F         llama (default), qwen2, mixtral, qwen3_moe,\n"
-    "                     deepseek_fp8, gemma, gpt_oss\n"
+    "                     deepseek_fp8, gemma, gpt_oss, qwen3, phi3, deepseek_v3\n"
     "  --layers N         decoder layers (2)\n"
     "  --hidden N         hidden size (64)\n"
     "  --heads N          attention heads (4)\n"
@@ -34,7 +34,7 @@ static const char usage[] =
     "  --bias 0|1         q/k/v biases (default: family; qwen2, gpt_oss on)\n"
     "  --tied 0|1         tie lm_head to the embedding (default: family)\n"
     "  --shards N         safetensors files (1)\n"
-    "  --block N          FP8 block size, deepseek_fp8 (128)\n"
+    "  --block N          FP8 block size, deepseek_fp8 and deepseek_v3 (128)\n"
     "  --seed N           seed of the values (1)\n"
     "  --help             show this help\n"
     "  --version          show the version\n";

@@ -68,7 +68,8 @@ const char *d9_gen_family_name(int family) {
 }
 
 static int is_moe(int fam) {
-  return fam == D9_GEN_MIXTRAL || fam == D9_GEN_QWEN3_MOE || fam == D9_GEN_GPT_OSS;
+  return fam == D9_GEN_MIXTRAL || fam == D9_GEN_QWEN3_MOE || fam == D9_GEN_GPT_OSS ||
+         fam == D9_GEN_DEEPSEEK_V3;
 }
 
 void d9_gen_defaults(d9_gen_params *p, const char *family) {
@@ -78,10 +79,11 @@ void d9_gen_defaults(d9_gen_params *p, const char *family) {
   p->hidden = 64;
   p->heads = 4;
   p->kv_heads = 2;
-  p->head_dim = p->family == D9_GEN_GEMMA ? 32 : 0;
+  p->head_dim = (p->family == D9_GEN_GEMMA || p->family == D9_GEN_QWEN3) ? 32 : 0;
   p->intermediate = 128;
   p->vocab = 256;
   p->experts = is_moe(p->family) ? 4 : 0;
+  if (p->family == D9_GEN_DEEPSEEK_V3) p->kv_heads = p->heads;
   p->dtype = D9_BF16;
   p->bias = -1;
   p->tied = -1;
@@ -90,6 +92,9 @@ void d9_gen_defaults(d9_gen_params *p, const char *family) {
   p->seed = 1;
 }
 
+static int is_fp8(int fam) {
+  return fam == D9_GEN_DEEPSEEK_FP8 || fam == D9_GEN_DEEPSEEK_V3;
+}
 
 /* ---- parameters ---- */
 
@@ -105,7 +110,8 @@ static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
   if (!p) return d9_diag_fail(diag, EINVAL, "no parameters");
   if (p->family < 0 || p->family >= D9_GEN_FAMILY_COUNT)
     return d9_diag_fail(diag, EINVAL, "unknown family (want llama, qwen2, "
-                        "mixtral, qwen3_moe, deepseek_fp8, gemma or gpt_oss)");
+                        "mixtral, qwen3_moe, deepseek_fp8, gemma, gpt_oss, qwen3, phi3 or "
+                        "deepseek_v3)");
   if ((rc = check_dim("layers", p->layers, 1, diag)) ||
       (rc = check_dim("hidden", p->hidden, 1, diag)) ||
       (rc = check_dim("heads", p->heads, 1, diag)) ||
@@ -154,8 +160,10 @@ static int resolve(const d9_gen_params *p, resolved *r, d9_diag *diag) {
   r->seed = p->seed;
   if (r->nh * r->d > SHAPE_MAX)  /* both <= 2^31: no overflow */
     return d9_diag_fail(diag, EOVERFLOW, "heads * head_dim is too large");
-  /* tensors per layer <= 16 + 3E; keep the list itself bounded */
-  if ((16 + 3 * r->E) > TENSORS_MAX / r->L)
+  /* tensors per layer <= 16 + 3E (deepseek_v3: 24 + 6E, scales included);
+   * keep the list itself bounded */
+  if ((r->fam == D9_GEN_DEEPSEEK_V3 ? 24 + 6 * r->E : 16 + 3 * r->E) >
+      TENSORS_MAX / r->L)
     return d9_diag_fail(diag, EINVAL, "layers * experts gives more than %d "
                         "tensors", TENSORS_MAX);
   return 0;
@@ -255,8 +263,29 @@ static int gpt_oss_layer(glist *l, const resolved *r, long long li, d9_diag *dia
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
+/* After everything else: an F32 "X.weight_scale_inv" for each F8 "X.weight",
+ * paired with it. */
+static int add_scales(const resolved *r, glist *l, d9_diag *diag) {
+  int nw = l->n;
+  for (int i = 0; i < nw; i++) {
+    if (l->v[i].kind != K_FP8) continue;
+    int64_t m = l->v[i].shape[0], n = l->v[i].shape[1];
+    int rc = add(l, D9_F32, K_SCALE, ceil_div(m, r->b), ceil_div(n, r->b), diag,
+                 "%s_scale_inv", l->v[i].name);
+    if (rc < 0) return rc;
+    l->v[i].pair = rc;
+    l->v[rc].pair = i;
+  }
+  return 0;
+}
+
+static int build_phi3(const resolved *r, glist *l, d9_diag *diag);
+static int build_mla(const resolved *r, glist *l, d9_diag *diag);
+
 /* Build the tensor list in natural order. Returns 0 or -errno. */
 static int build(const resolved *r, glist *l, d9_diag *diag) {
+  if (r->fam == D9_GEN_PHI3) return build_phi3(r, l, diag);
+  if (r->fam == D9_GEN_DEEPSEEK_V3) return build_mla(r, l, diag);
   const int fp8 = r->fam == D9_GEN_DEEPSEEK_FP8;
   const d9_dtype lin = fp8 ? D9_F8_E4M3 : r->dt;   /* layer linears */
   const val_kind lk = fp8 ? K_FP8 : K_WEIGHT;
@@ -279,7 +308,7 @@ static int build(const resolved *r, glist *l, d9_diag *diag) {
     ADD(lin, lk, kvd, H, "%s%lld.self_attn.v_proj.weight", pre, li);
     if (r->bias) ADD(r->dt, K_WEIGHT, kvd, -1, "%s%lld.self_attn.v_proj.bias", pre, li);
     ADD(lin, lk, H, qd, "%s%lld.self_attn.o_proj.weight", pre, li);
-    if (r->fam == D9_GEN_QWEN3_MOE) {
+    if (r->fam == D9_GEN_QWEN3_MOE || r->fam == D9_GEN_QWEN3) {
       ADD(r->dt, K_NORM, r->d, -1, "%s%lld.self_attn.q_norm.weight", pre, li);
       ADD(r->dt, K_NORM, r->d, -1, "%s%lld.self_attn.k_norm.weight", pre, li);
     }
@@ -311,20 +340,94 @@ static int build(const resolved *r, glist *l, d9_diag *diag) {
   }
   ADD(r->dt, K_NORM, H, -1, "model.norm.weight");
   if (!r->tied) ADD(r->dt, K_WEIGHT, r->V, H, "lm_head.weight");
-  if (fp8) {
-    int nw = l->n;
-    for (int i = 0; i < nw; i++) {
-      if (l->v[i].kind != K_FP8) continue;
-      int64_t m = l->v[i].shape[0], n = l->v[i].shape[1];
-      ADD(D9_F32, K_SCALE, ceil_div(m, r->b), ceil_div(n, r->b), "%s_scale_inv",
-          l->v[i].name);
-      l->v[i].pair = rc;
-      l->v[rc].pair = i;
-    }
-  }
+  if (fp8) return add_scales(r, l, diag);
 #undef ADD
   return 0;
 }
+
+#define ADD(dt, k, a, b, ...)                                   \
+  do {                                                          \
+    if ((rc = add(l, dt, k, a, b, diag, __VA_ARGS__)) < 0) return rc; \
+  } while (0)
+
+/* phi3: fused qkv_proj [q; k; v] and gate_up_proj [gate; up] (see gen.h). */
+static int build_phi3(const resolved *r, glist *l, d9_diag *diag) {
+  const int64_t H = r->H, I = r->I, qd = r->nh * r->d, kvd = r->ng * r->d;
+  const d9_dtype dt = r->dt;
+  int rc;
+  ADD(dt, K_WEIGHT, r->V, H, "model.embed_tokens.weight");
+  for (int64_t i = 0; i < r->L; i++) {
+    long long li = (long long)i;
+    ADD(dt, K_NORM, H, -1, "model.layers.%lld.input_layernorm.weight", li);
+    ADD(dt, K_WEIGHT, qd + 2 * kvd, H, "model.layers.%lld.self_attn.qkv_proj.weight", li);
+    ADD(dt, K_WEIGHT, H, qd, "model.layers.%lld.self_attn.o_proj.weight", li);
+    ADD(dt, K_NORM, H, -1, "model.layers.%lld.post_attention_layernorm.weight", li);
+    ADD(dt, K_WEIGHT, 2 * I, H, "model.layers.%lld.mlp.gate_up_proj.weight", li);
+    ADD(dt, K_WEIGHT, H, I, "model.layers.%lld.mlp.down_proj.weight", li);
+  }
+  ADD(dt, K_NORM, H, -1, "model.norm.weight");
+  if (!r->tied) ADD(dt, K_WEIGHT, r->V, H, "lm_head.weight");
+  return 0;
+}
+
+/* The MLA sizes deepseek_v3 derives from the parameters (see gen.h). */
+typedef struct mla_dims {
+  int64_t nope, rope, v, q_lora, kv_lora, moe_i;
+} mla_dims;
+
+static mla_dims mla_of(const resolved *r) {
+  mla_dims m;
+  m.nope = m.v = r->d;
+  m.rope = r->d / 2 > 0 ? r->d / 2 : 1;
+  m.q_lora = 3 * r->H / 4 > 0 ? 3 * r->H / 4 : 1;
+  m.kv_lora = r->H / 2 > 0 ? r->H / 2 : 1;
+  m.moe_i = r->I / 2 > 0 ? r->I / 2 : 1;
+  return m;
+}
+
+/* deepseek_v3: MLA attention, one dense layer, then MoE layers with a
+ * shared expert; 2-D linears in FP8 with their scales last. */
+static int build_mla(const resolved *r, glist *l, d9_diag *diag) {
+  const mla_dims m = mla_of(r);
+  const int64_t H = r->H, I = r->I, nh = r->nh;
+  const d9_dtype dt = r->dt, f8 = D9_F8_E4M3;
+  int rc;
+  ADD(dt, K_WEIGHT, r->V, H, "model.embed_tokens.weight");
+  for (int64_t i = 0; i < r->L; i++) {
+    char pre[48];
+    snprintf(pre, sizeof pre, "model.layers.%lld.", (long long)i);
+    ADD(dt, K_NORM, H, -1, "%sinput_layernorm.weight", pre);
+    ADD(f8, K_FP8, m.q_lora, H, "%sself_attn.q_a_proj.weight", pre);
+    ADD(dt, K_NORM, m.q_lora, -1, "%sself_attn.q_a_layernorm.weight", pre);
+    ADD(f8, K_FP8, nh * (m.nope + m.rope), m.q_lora, "%sself_attn.q_b_proj.weight", pre);
+    ADD(f8, K_FP8, m.kv_lora + m.rope, H, "%sself_attn.kv_a_proj_with_mqa.weight", pre);
+    ADD(dt, K_NORM, m.kv_lora, -1, "%sself_attn.kv_a_layernorm.weight", pre);
+    ADD(f8, K_FP8, nh * (m.nope + m.v), m.kv_lora, "%sself_attn.kv_b_proj.weight", pre);
+    ADD(f8, K_FP8, H, nh * m.v, "%sself_attn.o_proj.weight", pre);
+    ADD(dt, K_NORM, H, -1, "%spost_attention_layernorm.weight", pre);
+    if (i == 0) { /* first_k_dense_replace = 1 */
+      ADD(f8, K_FP8, I, H, "%smlp.gate_proj.weight", pre);
+      ADD(f8, K_FP8, I, H, "%smlp.up_proj.weight", pre);
+      ADD(f8, K_FP8, H, I, "%smlp.down_proj.weight", pre);
+      continue;
+    }
+    ADD(dt, K_WEIGHT, r->E, H, "%smlp.gate.weight", pre);
+    ADD(D9_F32, K_WEIGHT, r->E, -1, "%smlp.gate.e_score_correction_bias", pre);
+    for (int64_t e = 0; e < r->E; e++) {
+      long long le = (long long)e;
+      ADD(f8, K_FP8, m.moe_i, H, "%smlp.experts.%lld.gate_proj.weight", pre, le);
+      ADD(f8, K_FP8, m.moe_i, H, "%smlp.experts.%lld.up_proj.weight", pre, le);
+      ADD(f8, K_FP8, H, m.moe_i, "%smlp.experts.%lld.down_proj.weight", pre, le);
+    }
+    ADD(f8, K_FP8, m.moe_i, H, "%smlp.shared_experts.gate_proj.weight", pre);
+    ADD(f8, K_FP8, m.moe_i, H, "%smlp.shared_experts.up_proj.weight", pre);
+    ADD(f8, K_FP8, H, m.moe_i, "%smlp.shared_experts.down_proj.weight", pre);
+  }
+  ADD(dt, K_NORM, H, -1, "model.norm.weight");
+  if (!r->tied) ADD(dt, K_WEIGHT, r->V, H, "lm_head.weight");
+  return add_scales(r, l, diag);
+}
+#undef ADD
 
 /* ---- shard assignment ---- */
 
@@ -359,7 +462,7 @@ static int shard_all(glist *l, const resolved *r, d9_diag *diag) {
     return d9_diag_fail(diag, EINVAL, "shards %d exceeds the %d tensors",
                         r->shards, l->n);
   assign(l->v, 0, l->n, 0, r->shards);
-  if (r->fam != D9_GEN_DEEPSEEK_FP8 || r->shards < 2) return 0;
+  if (!is_fp8(r->fam) || r->shards < 2) return 0;
   int first_scale = -1;
   for (int i = 0; i < l->n; i++) {
     if (l->v[i].kind == K_SCALE && first_scale < 0) first_scale = i;
@@ -698,9 +801,9 @@ static int write_config(const char *dir, const resolved *r,
   static const char *const arch[] = {
       "LlamaForCausalLM", "Qwen2ForCausalLM", "MixtralForCausalLM",
       "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GemmaForCausalLM",
-      "GptOssForCausalLM"};
-  static const char *const mtype[] = {"llama", "qwen2", "mixtral",
-                                      "qwen3_moe", "deepseek_v3", "gemma", "gpt_oss"};
+      "GptOssForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "DeepseekV3ForCausalLM"};
+  static const char *const mtype[] = {"llama", "qwen2", "mixtral", "qwen3_moe", "deepseek_v3",
+                                      "gemma", "gpt_oss", "qwen3", "phi3", "deepseek_v3"};
   const char *tdt = r->dt == D9_F32 ? "float32"
                     : r->dt == D9_F16 ? "float16" : "bfloat16";
   sbuf b = {0};
@@ -711,7 +814,7 @@ static int write_config(const char *dir, const resolved *r,
             "  \"num_hidden_layers\": %lld,\n  \"vocab_size\": %lld,\n",
             (long long)r->H, (long long)r->I, (long long)r->nh,
             (long long)r->ng, (long long)r->L, (long long)r->V);
-  if (p->head_dim != 0 || r->fam == D9_GEN_GEMMA)
+  if ((p->head_dim != 0 || r->fam == D9_GEN_GEMMA) && r->fam != D9_GEN_DEEPSEEK_V3)
     sb_printf(&b, "  \"head_dim\": %lld,\n", (long long)r->d);
   sb_printf(&b, "  \"rms_norm_eps\": 1e-05,\n  \"tie_word_embeddings\": %s,\n"
             "  \"attention_bias\": %s,\n  \"hidden_act\": \"%s\",\n"
@@ -725,7 +828,18 @@ static int write_config(const char *dir, const resolved *r,
   if (r->fam == D9_GEN_QWEN3_MOE)
     sb_printf(&b, "  \"num_experts\": %lld,\n  \"moe_intermediate_size\": %lld,\n"
               "  \"num_experts_per_tok\": 2,\n", (long long)r->E, (long long)r->I);
-  if (r->fam == D9_GEN_DEEPSEEK_FP8)
+  if (r->fam == D9_GEN_DEEPSEEK_V3) {
+    const mla_dims m = mla_of(r);
+    sb_printf(&b, "  \"q_lora_rank\": %lld,\n  \"kv_lora_rank\": %lld,\n"
+              "  \"qk_nope_head_dim\": %lld,\n  \"qk_rope_head_dim\": %lld,\n"
+              "  \"v_head_dim\": %lld,\n  \"n_routed_experts\": %lld,\n"
+              "  \"n_shared_experts\": 1,\n  \"moe_intermediate_size\": %lld,\n"
+              "  \"first_k_dense_replace\": 1,\n  \"num_experts_per_tok\": 2,\n"
+              "  \"n_group\": 1,\n  \"topk_group\": 1,\n",
+              (long long)m.q_lora, (long long)m.kv_lora, (long long)m.nope,
+              (long long)m.rope, (long long)m.v, (long long)r->E, (long long)m.moe_i);
+  }
+  if (is_fp8(r->fam))
     sb_printf(&b, "  \"quantization_config\": {\"quant_method\": \"fp8\", "
               "\"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
               "\"weight_block_size\": [%lld, %lld]},\n",

@@ -16,7 +16,7 @@
  *     self_attn.{q,k,v}_proj.weight [nh*d,H] [ng*d,H] [ng*d,H]
  *     self_attn.{q,k,v}_proj.bias   [nh*d] [ng*d] [ng*d]      if bias
  *     self_attn.o_proj.weight [H,nh*d]
- *     self_attn.{q,k}_norm.weight [d]                          qwen3_moe
+ *     self_attn.{q,k}_norm.weight [d]                          qwen3, qwen3_moe
  *     post_attention_layernorm.weight [H]
  *     dense: mlp.{gate,up}_proj.weight [I,H], mlp.down_proj.weight [H,I]
  *     mixtral: block_sparse_moe.gate.weight [E,H],
@@ -31,7 +31,7 @@
  *       118..133), mlp.experts.P_bias [E,R]
  *   model.norm.weight [H]
  *   lm_head.weight [V,H]                                       unless tied
- *   deepseek_fp8 only, after everything else: for each F8_E4M3 weight
+ *   deepseek_fp8 and deepseek_v3, after everything else: for each F8_E4M3 weight
  *     "X.weight" [M,N], "X.weight_scale_inv" F32 [ceil(M/b), ceil(N/b)]
  *
  * deepseek_fp8 is llama-shaped; its 2-D layer linears (q/k/v/o and
@@ -39,9 +39,38 @@
  * 2 at least one weight and its scale land in different files. Its
  * config.json says model_type "deepseek_v3" (DeepseekV3ForCausalLM), the
  * family whose FP8 format it has; the others their HF names (llama, qwen2,
- * mixtral, qwen3_moe, gemma, gpt_oss). gpt_oss (GptOssForCausalLM) has
+ * mixtral, qwen3_moe, gemma, gpt_oss, qwen3, phi3, deepseek_v3). gpt_oss (GptOssForCausalLM) has
  * q/k/v biases on by default, hidden and intermediate multiples of 32, and
  * quantization_config {"quant_method": "mxfp4", ...} in config.json.
+ *
+ * qwen3 is llama-shaped plus self_attn.{q,k}_norm.weight [d], head_dim 32
+ * by default (written to config.json; nh*d != H).
+ *
+ * phi3 fuses: per layer, prefix model.layers.i.:
+ *   input_layernorm.weight [H], self_attn.qkv_proj.weight [(nh+2ng)*d, H]
+ *   (rows [q; k; v], not interleaved), self_attn.o_proj.weight [H,nh*d],
+ *   post_attention_layernorm.weight [H], mlp.gate_up_proj.weight [2I,H]
+ *   (rows [gate; up]), mlp.down_proj.weight [H,I]
+ *
+ * deepseek_v3 is DeepSeek-V3's real layout, FP8 as deepseek_fp8 (scales
+ * last, kept apart from some weight when shards >= 2). MLA sizes derive from
+ * the parameters: qk_nope_head_dim = v_head_dim = d, qk_rope_head_dim =
+ * max(1, d/2), q_lora_rank = max(1, 3H/4), kv_lora_rank = max(1, H/2),
+ * moe_intermediate_size mI = max(1, I/2), first_k_dense_replace 1,
+ * n_shared_experts 1. Per layer i, prefix model.layers.i.:
+ *   input_layernorm.weight [H]
+ *   self_attn.q_a_proj.weight [q_lora,H] F8, q_a_layernorm.weight [q_lora],
+ *   self_attn.q_b_proj.weight [nh*(nope+rope), q_lora] F8,
+ *   self_attn.kv_a_proj_with_mqa.weight [kv_lora+rope, H] F8,
+ *   self_attn.kv_a_layernorm.weight [kv_lora],
+ *   self_attn.kv_b_proj.weight [nh*(nope+v), kv_lora] F8,
+ *   self_attn.o_proj.weight [H, nh*v] F8, post_attention_layernorm.weight [H]
+ *   i == 0 (dense): mlp.{gate,up}_proj.weight [I,H] F8, down_proj [H,I] F8
+ *   else (MoE): mlp.gate.weight [E,H], mlp.gate.e_score_correction_bias [E]
+ *     F32, mlp.experts.e.{gate,up}_proj.weight [mI,H] F8, .down_proj [H,mI]
+ *     F8, mlp.shared_experts.{gate,up}_proj.weight [mI,H] F8, down [H,mI] F8
+ * Its config.json carries the MLA and MoE keys DeepseekV3Config reads
+ * (no head_dim).
  *
  * Values depend only on (seed, tensor name), never on sharding: a
  * splitmix64 stream seeded from seed ^ FNV-1a(name) yields uniform u in
@@ -70,7 +99,10 @@
   X(QWEN3_MOE, "qwen3_moe")    \
   X(DEEPSEEK_FP8, "deepseek_fp8") \
   X(GEMMA, "gemma")            \
-  X(GPT_OSS, "gpt_oss")
+  X(GPT_OSS, "gpt_oss")        \
+  X(QWEN3, "qwen3")            \
+  X(PHI3, "phi3")              \
+  X(DEEPSEEK_V3, "deepseek_v3")
 
 typedef enum {
 #define D9_X(e, name) D9_GEN_##e,
@@ -95,19 +127,20 @@ typedef struct d9_gen_params {
   int tied;             /* tie_word_embeddings: -1 = family default
                            (qwen2, gemma tied), 0, 1 */
   int shards;           /* safetensors files, 1 .. number of tensors */
-  int64_t block;        /* FP8 block size b (deepseek_fp8), >= 1 */
+  int64_t block;        /* FP8 block size b (deepseek_fp8, deepseek_v3), >= 1 */
   uint64_t seed;
 } d9_gen_params;
 
 /* Small defaults for `family` (a name as d9_gen_family_parse takes; NULL =
  * "llama"): L=2, H=64, nh=4, ng=2, I=128, V=256, BF16, shards 1, block 128,
- * seed 1; E=4 for the MoE families (mixtral, qwen3_moe, gpt_oss); gemma
- * head_dim 32. An unknown name sets
+ * seed 1; E=4 for the MoE families (mixtral, qwen3_moe, gpt_oss, deepseek_v3);
+ * gemma and qwen3 head_dim 32; deepseek_v3 kv_heads = heads. An unknown name sets
  * family to -1, which d9_gen_write rejects. */
 void d9_gen_defaults(d9_gen_params *p, const char *family);
 
 /* The family for a name ("llama", "qwen2", "mixtral", "qwen3_moe",
- * "deepseek_fp8", "gemma", "gpt_oss"), or -1 if unknown or NULL. */
+ * "deepseek_fp8", "gemma", "gpt_oss", "qwen3", "phi3", "deepseek_v3"), or -1
+ * if unknown or NULL. */
 int d9_gen_family_parse(const char *name);
 /* The name of a family, or "?" when out of range. Static storage. */
 const char *d9_gen_family_name(int family);
