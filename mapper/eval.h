@@ -44,6 +44,8 @@ typedef struct d9_ref {
   size_t at;       /* offset in the reply */
 } d9_ref;
 
+struct d9_scale_cache; /* scale_cache.h */
+
 /* Per-read context: the backend, scratch memory and what went wrong, for
  * the log. */
 typedef struct d9_read_ctx {
@@ -52,6 +54,8 @@ typedef struct d9_read_ctx {
                                from d9_eval_backend); NULL = the CPU backend */
   unsigned char *scratch;   /* D9_SCRATCH_BYTES, borrowed */
   size_t scratch_top;       /* bytes in use (a stack) */
+  struct d9_scale_cache *qcache; /* the mount's computed FP8 block rows (borrowed,
+                               thread-safe); NULL = compute every block row */
   uint64_t src_bytes;       /* bytes pread from the source by this read */
   uint64_t tensors;         /* extents evaluated by this read */
   const d9_src_tensor *failed_src;  /* set on a source error */
