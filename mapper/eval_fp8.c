@@ -15,6 +15,14 @@
  *    b0-row tiles (held in scratch when they fit TILE_ELEMS, else the
  *    elements are read twice, streamed); QUANT_S pulls each block it
  *    answers once.
+ *  - With the mount's cache (rc->qcache, scale_cache.h) both take the
+ *    scales computed before from it, and a group as wide as its block row
+ *    (a read of more than one row of it) computes the whole block row
+ *    (quant_row: every scale, then every quantised byte, through the tile)
+ *    and leaves it there, so the next reads of that block row copy it;
+ *    a read of the scale tensor does the same for a whole row of scales.
+ *    Concurrent reads of one block row compute it once (a claim). The
+ *    bytes are those of the uncached path: same scales, same quant calls.
  */
 #include <errno.h>
 #include <stdlib.h>
