@@ -8,7 +8,10 @@
  * bounded chunks through scratch memory and compute them on the read's
  * backend (rc->be), never by calling a kernel directly. Memory per call is
  * bounded by the read plus a fixed scratch (D9_SCRATCH_BYTES), never by
- * tensor size. The files of the evaluator are listed in eval_internal.h.
+ * tensor size; with rc->qcache, an FP8 quant also holds one block row's
+ * quantised bytes while it computes them (at most
+ * d9_scale_cache_row_max(), then handed to the cache). The files of the
+ * evaluator are listed in eval_internal.h.
  */
 #ifndef D9_EVAL_H
 #define D9_EVAL_H

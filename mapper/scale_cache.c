@@ -170,8 +170,8 @@ static entry *add(d9_scale_cache *c, const d9_node *q, int64_t B) {
   if (!e) return NULL;
   *e = (entry){.x = q->in[0], .b0 = q->block[0], .b1 = q->block[1], .B = B, .nb = nb,
                .cost = cost};
-  e->scale = (float *)((unsigned char *)e + at);
-  e->have = (uint64_t *)((unsigned char *)e->scale + scales);
+  e->have = (uint64_t *)((unsigned char *)e + at); /* 16-aligned, then 8-aligned scales */
+  e->scale = (float *)(e->have + words);
   size_t s = slot(c, e->x, B);
   e->chain = c->bucket[s];
   c->bucket[s] = e;
