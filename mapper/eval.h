@@ -8,7 +8,10 @@
  * bounded chunks through scratch memory and compute them on the read's
  * backend (rc->be), never by calling a kernel directly. Memory per call is
  * bounded by the read plus a fixed scratch (D9_SCRATCH_BYTES), never by
- * tensor size. The files of the evaluator are listed in eval_internal.h.
+ * tensor size; with rc->qcache, an FP8 quant also holds one block row's
+ * quantised bytes while it computes them (at most
+ * d9_scale_cache_row_max(), then handed to the cache). The files of the
+ * evaluator are listed in eval_internal.h.
  */
 #ifndef D9_EVAL_H
 #define D9_EVAL_H
@@ -44,6 +47,8 @@ typedef struct d9_ref {
   size_t at;       /* offset in the reply */
 } d9_ref;
 
+struct d9_scale_cache; /* scale_cache.h */
+
 /* Per-read context: the backend, scratch memory and what went wrong, for
  * the log. */
 typedef struct d9_read_ctx {
@@ -52,6 +57,8 @@ typedef struct d9_read_ctx {
                                from d9_eval_backend); NULL = the CPU backend */
   unsigned char *scratch;   /* D9_SCRATCH_BYTES, borrowed */
   size_t scratch_top;       /* bytes in use (a stack) */
+  struct d9_scale_cache *qcache; /* the mount's computed FP8 block rows (borrowed,
+                               thread-safe); NULL = compute every block row */
   uint64_t src_bytes;       /* bytes pread from the source by this read */
   uint64_t tensors;         /* extents evaluated by this read */
   const d9_src_tensor *failed_src;  /* set on a source error */

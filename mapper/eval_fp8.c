@@ -15,11 +15,21 @@
  *    b0-row tiles (held in scratch when they fit TILE_ELEMS, else the
  *    elements are read twice, streamed); QUANT_S pulls each block it
  *    answers once.
+ *  - With the mount's cache (rc->qcache, scale_cache.h) both take the
+ *    scales computed before from it, and a group as wide as its block row
+ *    (a read of more than one row of it) computes the whole block row
+ *    (quant_row: every scale, then every quantised byte, through the tile)
+ *    and leaves it there, so the next reads of that block row copy it;
+ *    a read of the scale tensor does the same for a whole row of scales.
+ *    Concurrent reads of one block row compute it once (a claim). The
+ *    bytes are those of the uncached path: same scales, same quant calls.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "eval_internal.h"
+#include "scale_cache.h"
 
 enum {
   CHUNK = 16 * 1024,    /* elements per pull and per backend call */
@@ -191,17 +201,84 @@ static int block_amax(d9_read_ctx *rc, const d9_node *q, int64_t B, int64_t k0, 
   return r;
 }
 
+/* The scales of blocks [ka, kb) of block row B into sc: from the cache
+ * (*hit = 1), else computed through the tile when qb has one (*hit = 0)
+ * and put in the cache. */
+static int window_scales(d9_read_ctx *rc, const d9_node *q, int64_t B, int64_t ka, int64_t kb,
+                         qbufs *qb, float *sc, int *hit) {
+  *hit = rc->qcache && d9_scale_cache_scales(rc->qcache, q, B, ka, kb, sc);
+  if (*hit) return 0;
+  for (int64_t k = 0; k < kb - ka; k++) sc[k] = 0.0f;
+  int r = block_amax(rc, q, B, ka, kb, sc, qb);
+  for (int64_t k = 0; k < kb - ka; k++) sc[k] = d9_fp8_scale(sc[k]);
+  if (!r && rc->qcache) d9_scale_cache_put(rc->qcache, q, B, ka, kb, sc, NULL, 0);
+  return r;
+}
+
+/* Block row B of q computed whole through the tile (its scales, then its
+ * rows x N quantised bytes), bytes [off, off+n) of it copied to dst, and
+ * the block row handed to the cache, so that the reads after this one copy
+ * it instead of pulling its rows again. */
+static int quant_row(d9_read_ctx *rc, const d9_node *q, int64_t B, int64_t off, int64_t n,
+                     uint8_t *dst, qbufs *qb, float *sc, int claimed) {
+  const d9_node *x = q->in[0];
+  int64_t M = x->shape[0], N = x->shape[1], b0 = q->block[0], b1 = q->block[1];
+  int64_t i0 = B * b0, rows = upto(B + 1, b0, M) - i0, nb = cdiv(N, b1);
+  int64_t per = min64(qb->tcap / (rows * b1), SWIN); /* >= 1: see d9_fill_quant */
+  uint8_t *row = malloc((size_t)(rows * N));
+  int r = row ? 0 : -ENOMEM, hit;
+  for (int64_t ka = 0, kb; ka < nb && !r; ka = kb) {
+    kb = min64(nb, ka + per);
+    int64_t w0 = ka * b1, width = upto(kb, b1, N) - w0;
+    if ((r = window_scales(rc, q, B, ka, kb, qb, sc, &hit))) break;
+    if (hit) /* scales cached, the tile not filled: fill it */
+      for (int64_t i = 0; i < rows && !r; i++)
+        for (int64_t a = 0; a < width && !r; a += CHUNK)
+          r = pull_f32(rc, x, (i0 + i) * N + w0 + a, min64(CHUNK, width - a),
+                       qb->tile + i * width + a, qb->raw);
+    for (int64_t i = 0; i < rows && !r; i++) /* row segments of at most CHUNK */
+      for (int64_t a = 0; a < width && !r; a += CHUNK) {
+        int64_t j = w0 + a, take = min64(CHUNK, width - a);
+        d9_fp8_box b = box_of(q, i0 + i, 1, j, take, kb - ka);
+        r = d9_run_fp8_quant(rc, row + i * N + j, qb->tile + i * width + a, sc + (j / b1 - ka),
+                             &b);
+      }
+  }
+  if (r) {
+    if (claimed) d9_scale_cache_release(rc->qcache, q, B);
+    free(row);
+    return r;
+  }
+  if (n) memcpy(dst, row + off, (size_t)n);
+  d9_scale_cache_put(rc->qcache, q, B, 0, 0, NULL, row, (size_t)(rows * N));
+  return 0;
+}
+
 /* Scales in windows of at most SWIN blocks through sc, then into out (any
- * alignment). */
+ * alignment); from the cache where it holds them, else computed: a window
+ * of a whole block row by computing the block row whole (quant_row, whose
+ * bytes the weight's reads then copy; or waiting for the reader that
+ * computes it), a narrower one by its blocks' amax alone. */
 static int fill_quant_s(d9_read_ctx *rc, const d9_node *q, int64_t start, int64_t count,
                         unsigned char *out, qbufs *qb, float *sc) {
-  int64_t nb = q->shape[1], end = start + count;
-  int r = 0;
+  const d9_node *x = q->in[0];
+  int64_t nb = q->shape[1], end = start + count, M = x->shape[0], N = x->shape[1];
+  int64_t b0 = q->block[0];
+  size_t row_max = rc->qcache ? d9_scale_cache_row_max(rc->qcache) : 0;
+  qbufs stream = *qb; /* a window of SWIN blocks does not fit the tile: stream it */
+  stream.tile = NULL;
+  int r = 0, hit;
   for (int64_t at = start; at < end && !r;) {
     int64_t B = at / nb, k0 = at % nb, k1 = min64(min64(nb, k0 + (end - at)), k0 + SWIN);
-    for (int64_t k = 0; k < k1 - k0; k++) sc[k] = 0.0f;
-    r = block_amax(rc, q, B, k0, k1, sc, qb);
-    for (int64_t k = 0; k < k1 - k0; k++) sc[k] = d9_fp8_scale(sc[k]);
+    int64_t rows = upto(B + 1, b0, M) - B * b0;
+    hit = rc->qcache && d9_scale_cache_scales(rc->qcache, q, B, k0, k1, sc);
+    if (!hit && qb->tile && k0 == 0 && k1 == nb && (uint64_t)(rows * N) <= row_max) {
+      int claimed = 0;
+      if (!d9_scale_cache_bytes(rc->qcache, q, B, 0, 0, NULL, &claimed))
+        r = quant_row(rc, q, B, 0, 0, NULL, qb, sc, claimed);
+      hit = !r && d9_scale_cache_scales(rc->qcache, q, B, k0, k1, sc); /* else evicted */
+    }
+    if (!hit && !r) r = window_scales(rc, q, B, k0, k1, &stream, sc, &hit);
     memcpy(out + 4 * (at - start), sc, (size_t)(k1 - k0) * sizeof *sc);
     at += k1 - k0;
   }
@@ -212,25 +289,45 @@ static int fill_quant_w(d9_read_ctx *rc, const d9_node *q, int64_t start, int64_
                         uint8_t *out, qbufs *qb, float *sc) {
   const d9_node *x = q->in[0];
   int64_t M = x->shape[0], N = x->shape[1], b0 = q->block[0], b1 = q->block[1];
-  int64_t end = start + count, first = start;
+  int64_t end = start + count, first = start, nb = cdiv(N, b1);
+  size_t row_max = rc->qcache ? d9_scale_cache_row_max(rc->qcache) : 0;
   int r = 0;
   while (start < end && !r) {
     group g;
     int64_t gend = next_group(q, start, end, &g), B = g.i / b0;
-    int64_t rows = upto(B + 1, b0, M) - B * b0;
+    int64_t rows = upto(B + 1, b0, M) - B * b0, base = B * b0 * N;
+    if (rc->qcache) {
+      /* a group as wide as the block row reads all of it for the scales
+       * anyway: quantise all of it, for the next reads (claimed, so that
+       * concurrent reads of the block row wait for it instead) */
+      int whole = qb->tile && g.k0 == 0 && g.k1 == nb && (uint64_t)(rows * N) <= row_max;
+      int claimed = 0;
+      if (d9_scale_cache_bytes(rc->qcache, q, B, (uint64_t)(start - base),
+                               (size_t)(gend - start), out + (start - first),
+                               whole ? &claimed : NULL)) {
+        start = gend;
+        continue;
+      }
+      if (whole) {
+        r = quant_row(rc, q, B, start - base, gend - start, out + (start - first), qb, sc,
+                      claimed);
+        start = gend;
+        continue;
+      }
+    }
     /* tile mode: as many blocks as fit TILE_ELEMS; else stream 1 window */
     int64_t per = qb->tile ? qb->tcap / (rows * b1) : SWIN;
     for (int64_t ka = g.k0; ka < g.k1 && !r;) {
       int64_t kb = min64(g.k1, ka + min64(per, SWIN)), w0 = ka * b1, w1 = upto(kb, b1, N);
-      for (int64_t k = 0; k < kb - ka; k++) sc[k] = 0.0f;
-      r = block_amax(rc, q, B, ka, kb, sc, qb);
-      for (int64_t k = 0; k < kb - ka; k++) sc[k] = d9_fp8_scale(sc[k]);
+      int hit;
+      r = window_scales(rc, q, B, ka, kb, qb, sc, &hit);
+      const float *tile = hit ? NULL : qb->tile; /* cached scales: pull the elements */
       for (int64_t i = g.i; i <= g.il && !r;) {
         int64_t k = whole_rows(&g, N, i, w0, w1), a, z;
         if (k) { /* k whole rows, one box */
-          const float *src = qb->tile ? qb->tile + (i - B * b0) * N : qb->f;
+          const float *src = tile ? tile + (i - B * b0) * N : qb->f;
           d9_fp8_box b = box_of(q, i, k, 0, N, kb - ka);
-          if (!qb->tile) r = pull_f32(rc, x, i * N, k * N, qb->f, qb->raw);
+          if (!tile) r = pull_f32(rc, x, i * N, k * N, qb->f, qb->raw);
           if (!r) r = d9_run_fp8_quant(rc, out + (i * N - first), src, sc, &b);
           i += k;
           continue;
@@ -238,9 +335,9 @@ static int fill_quant_w(d9_read_ctx *rc, const d9_node *q, int64_t start, int64_
         row_cols(&g, N, i, w0, w1, &a, &z);
         for (; a < z && !r; a += CHUNK) {
           int64_t take = min64(CHUNK, z - a);
-          const float *src = qb->tile ? qb->tile + (i - B * b0) * (w1 - w0) + (a - w0) : qb->f;
+          const float *src = tile ? tile + (i - B * b0) * (w1 - w0) + (a - w0) : qb->f;
           d9_fp8_box b = box_of(q, i, 1, a, take, kb - ka);
-          if (!qb->tile) r = pull_f32(rc, x, i * N + a, take, qb->f, qb->raw);
+          if (!tile) r = pull_f32(rc, x, i * N + a, take, qb->f, qb->raw);
           if (!r) r = d9_run_fp8_quant(rc, out + (i * N + a - first), src, sc + (a / b1 - ka), &b);
         }
         i++;
@@ -259,7 +356,7 @@ int d9_fill_quant(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t coun
   qbufs qb = {0};
   /* the tile holds whole block rows of at least one block column, and of
    * no more block columns than the tensor has */
-  if (x->op == D9_OP_QUANT_W && rows <= TILE_ELEMS / x->block[1]) {
+  if ((x->op == D9_OP_QUANT_W || rc->qcache) && rows <= TILE_ELEMS / x->block[1]) {
     int64_t col = rows * x->block[1];
     qb.tcap = nb <= TILE_ELEMS / col ? nb * col : TILE_ELEMS;
   }

@@ -70,6 +70,10 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
     free(m);
     return d9_diag_fail(diag, ENOMEM, "out of memory");
   }
+  if (d9_scale_cache_create((size_t)(d9_readpool_mem_mib(m->pool) << 20) / 4, &m->qcache)) {
+    rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+    goto fail;
+  }
   m->verbose = o->verbose;
   m->faults.pread_every = o->inject_pread_every;
   m->faults.alloc_every = o->inject_alloc_every;
@@ -126,6 +130,7 @@ fail:
 void d9_mount_close(d9_mount *m) {
   if (!m) return;
   d9_readpool_destroy(m->pool); /* joins the helpers before what they read goes */
+  d9_scale_cache_destroy(m->qcache);
   free(m->frontend);
   d9_plan_destroy(m->plan);
   for (int r = 0; r < m->nranks; r++) d9_plan_destroy(m->rank_plans[r]);
@@ -203,7 +208,8 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
   const d9_vfile *vf = m->vfile_of[idx];
   if (v->kind == D9_NODE_DYNAMIC || !vf) return -EINVAL;
   d9_ref refs[D9_READ_MAXREFS];
-  d9_read_ctx rc = {.cat = m->cat, .be = m->be, .scratch = d9_readpool_get(m->pool)};
+  d9_read_ctx rc = {.cat = m->cat, .be = m->be, .scratch = d9_readpool_get(m->pool),
+                    .qcache = m->qcache};
   if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
   if (off < vf->size && n > vf->size - off) n = (size_t)(vf->size - off); /* parts stop at EOF */
   if (pieces) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS; /* a split read clears them */

@@ -13,6 +13,7 @@
 #include "mount.h"
 #include "plan.h"
 #include "readpool.h"
+#include "scale_cache.h"
 #include "spec.h"
 
 struct d9_mount {
@@ -33,6 +34,7 @@ struct d9_mount {
   int verbose;
   d9_faults faults;    /* test-only fault injection; off unless asked */
   d9_readpool *pool;   /* scratch budget, helper threads */
+  d9_scale_cache *qcache; /* computed FP8 block rows, a quarter of -o mem on top of it */
   const d9_backend *be;/* the backend reads compute on (d9_eval_backend) */
   _Atomic uint64_t bytes_served, bytes_read_source, reads, tensors_evaluated, errors;
   _Atomic uint64_t split_reads;

@@ -205,7 +205,7 @@ static int post_parts(d9_readpool *p, const d9_vfile *vf, uint64_t off, size_t n
       unsigned char *scratch = part->rc.scratch;
       *part = (read_part){.vf = vf, .off = off + at, .n = each, .buf = buf + at};
       part->rc = (d9_read_ctx){.cat = rc->cat, .be = rc->be, .scratch = scratch,
-                               .faults = rc->faults};
+                               .qcache = rc->qcache, .faults = rc->faults};
       p->queue[__atomic_fetch_add(&p->nqueue, 1, __ATOMIC_RELAXED)] = part;
     }
     p->idle -= k;
