@@ -40,7 +40,9 @@
   X(AFFINE, affine)           \
   X(PAD, pad)                 \
   X(TRUNCATE, truncate)       \
-  X(ROPE, rope)
+  X(ROPE, rope)               \
+  X(COPY, copy)               \
+  X(DEDUP, dedup)
 
 typedef enum {
 #define D9_X(k, name) D9_STEP_##k,
@@ -119,6 +121,9 @@ typedef struct d9_rule {
                             have no such target; see rank.h) */
   int nexclude;
   const char **exclude;  /* driver names matching one of these are skipped (both directions) */
+  int noptional;
+  const char **optional; /* "optional": input names (never the first) that may be absent: the
+                            instance is then skipped, no finding, its inputs left unused */
   const d9_parallel *par;/* "parallel": the style of this rule's outputs, or NULL */
 } d9_rule;
 
