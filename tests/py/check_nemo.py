@@ -22,8 +22,31 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from check_megatron import load_dir  # noqa: E402
+# safetensors dtypes; BF16 (which numpy lacks) as a 2-byte record, so that
+# its bytes move and compare like any other and it never equals a U16
+DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype([("bf16", "<u2")]),
+          "F64": np.dtype("<f8"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
+          "U8": np.dtype("u1"), "I8": np.dtype("i1")}
+
+
+def load_dir(d):
+    """Every tensor of every *.safetensors file of d, read from the format
+    itself (8-byte header length, JSON header, data)."""
+    out = {}
+    files = sorted(f for f in os.listdir(d) if f.endswith(".safetensors"))
+    assert files, f"{d}: no safetensors files"
+    for f in files:
+        raw = open(os.path.join(d, f), "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        head = json.loads(raw[8:8 + n])
+        for k, v in head.items():
+            if k == "__metadata__":
+                continue
+            assert k not in out, f"{k} in two files"
+            a, b = v["data_offsets"]
+            out[k] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=DTYPES[v["dtype"]]) \
+                .reshape(v["shape"])
+    return out, None
 
 QKV = ".self_attn.%s_proj."
 GU = ".mlp.%s_proj."

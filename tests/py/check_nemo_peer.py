@@ -17,6 +17,7 @@ package's __init__ chain. Exits 77 with the reason when either is missing.
 
 usage: check_nemo_peer.py from_hf HF_DIR TREE
        check_nemo_peer.py to_hf COMBINED_DIR TREE
+       check_nemo_peer.py probe     (exit 0 when the peer imports, else 77)
 """
 import glob
 import importlib.util
@@ -68,6 +69,8 @@ def same(a, b):
 
 def main():
     Adapter = import_peer()
+    if sys.argv[1:] == ["probe"]:
+        return  # the peer imports
     mode, src, tree = sys.argv[1:4]
     cfg = types.SimpleNamespace(**json.load(open(os.path.join(src, "config.json"))))
     peer = Adapter(cfg)
