@@ -292,6 +292,10 @@ static const struct {
     {"deepseek-fp8-to-bf16.json", {"deepseek_fp8"}, 0, "applies to model_type deepseek_v3;"},
     {"gemma-to-standard-norms.json", {"gemma"}, 0, "applies to model_type gemma, gemma2"},
     {"cast-f32-to-bf16.json", {NULL}, 1, "applies to tensors of dtype F32"},
+    {"nemo-automodel-combined.json", {"llama", "qwen2"}, 1,
+     "applies to model_type llama, mistral, qwen2"},
+    /* adapters only: a base checkpoint of its family has no lora_A tensors */
+    {"nemo-automodel-lora.json", {NULL}, 0, "applies to"},
 };
 enum { NSHIPPED = sizeof shipped / sizeof *shipped };
 
