@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mapper/op_table.h"
 #include "mapper/spec.h"
@@ -185,6 +186,26 @@ static void test_gen_adapter(void **state) {
   assert_memory_not_equal(a->p, v->p, a->nbytes);
   assert_null(tree_get(st, "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"));
   tree_free(st);
+  free(dir);
+  /* refused before anything is written, naming the parameter */
+  d9_gen_params p;
+  d9_gen_defaults(&p, "mixtral");
+  d9_gen_adapter bad = {.rank = 2, .targets = D9_GEN_LORA_ALL};
+  d9_diag diag = {0};
+  dir = work_dir(fx, "bad-adapter");
+  assert_int_equal(d9_gen_write_adapter(dir, &p, &bad, &diag), -EINVAL);
+  assert_non_null(strstr(diag.msg, "dense families"));
+  d9_gen_defaults(&p, "llama");
+  bad.rank = 0;
+  d9_diag_clear(&diag);
+  assert_int_equal(d9_gen_write_adapter(dir, &p, &bad, &diag), -EINVAL);
+  assert_non_null(strstr(diag.msg, "lora rank 0 out of range"));
+  bad.rank = 2;
+  bad.targets = 0;
+  d9_diag_clear(&diag);
+  assert_int_equal(d9_gen_write_adapter(dir, &p, &bad, &diag), -EINVAL);
+  assert_non_null(strstr(diag.msg, "no lora target modules"));
+  assert_int_equal(access(dir, F_OK), -1);
   free(dir);
   unsigned t;
   assert_int_equal(d9_gen_lora_targets("q,q", &t), -EINVAL);

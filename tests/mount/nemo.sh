@@ -65,6 +65,11 @@ for a in "lora q,k,v,o,gate,up,down" "dora q,k,v,o,gate,up,down" "lora q,v" "dor
   both_ways "${d##*/}" "$1 on $2" "$d" nemo-automodel-lora.json
 done
 
+check "d9gen --adapter on an MoE family is refused" bash -c \
+  "! '$D9GEN' --family mixtral --adapter lora '$WORK/moe-ad' 2>/dev/null && ! [ -e '$WORK/moe-ad' ]"
+check "d9gen --lora-targets with an unknown module is refused" bash -c \
+  "! '$D9GEN' --adapter lora --lora-targets q,x '$WORK/bad-ad' 2>/dev/null"
+
 # copies that differ (an adapter trained on separate projections) are named
 "$D9GEN" --family llama --layers 1 --dtype F32 --adapter lora --lora-shared-a 0 \
   --lora-targets q,k,v "$WORK/own-a" >/dev/null
