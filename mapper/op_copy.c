@@ -5,9 +5,10 @@
  * any copy reads the one source.
  *
  * dedup keeps its first input and never reads the others: the copies are
- * assumed equal, as PEFT's duplicated lora_A matrices are. The round trip
- * of a dedup (copy back) is exact only when they are; `d9dfs check`
- * verifies it by comparing every copy after the round trip. */
+ * assumed equal, as the lora_A matrices NeMo AutoModel duplicates are. The
+ * round trip of a dedup (copy back) is exact only when they are: `d9dfs
+ * check` compares the copies in the source and names those that differ
+ * (tools/check.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

@@ -12,8 +12,8 @@
  *
  * Adding an op: one X line in D9_STEP_TABLE (spec.h), one d9_op_def named
  * d9_op_<name> in an op family file (op_layout.c, op_fused.c,
- * op_values.c, op_copy.c), its tests and its section in docs/spec.md. A new argument
- * key adds a field to d9_step_args.
+ * op_values.c, op_copy.c), its tests and its section in docs/spec.md. A
+ * new argument key adds a field to d9_step_args.
  *
  * Integer arguments are literals or expressions over params and
  * config.json: a literal is range-checked at parse, an expression has its
