@@ -257,13 +257,21 @@ static void commit_used(builder *b) {
   b->npending = 0;
 }
 
+/* An instance skipped for an absent optional input: counted, and its
+ * dependency group (the last one taken) given back. Returns 0. */
+static int skipped(builder *b, int group) {
+  if (group == b->g->ngroups - 1) b->g->ngroups--;
+  b->g->nskipped++;
+  return 0;
+}
+
 /* One plain instance (or, with "unstack", one per slice of the driver). */
 static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                        int group) {
   d9_node **outs = b->outs;
   int rc;
   if (!r->unstack) {
-    if ((rc = run_instance(b, r, caps, drv, -1, outs)) > 0) return b->g->nskipped++, 0;
+    if ((rc = run_instance(b, r, caps, drv, -1, outs)) > 0) return skipped(b, group);
     if (rc) return rc;
     for (int o = 0; o < r->nout; o++)
       if ((rc = emit(b, r, o, caps, outs[o], group, drv->name))) return rc;
@@ -288,7 +296,7 @@ static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src
     snprintf(c2.c[c2.n].name, sizeof c2.c[c2.n].name, "%s", r->unstack);
     c2.c[c2.n].val = idx;
     c2.c[c2.n++].len = strlen(idx);
-    if ((rc = run_instance(b, r, &c2, drv, i, outs)) > 0) return b->g->nskipped++, 0;
+    if ((rc = run_instance(b, r, &c2, drv, i, outs)) > 0) return skipped(b, group);
     if (rc) return rc;
     for (int o = 0; o < r->nout; o++)
       if ((rc = emit(b, r, o, &c2, outs[o], group, drv->name))) return rc;
