@@ -214,7 +214,8 @@ int d9_applies_check(const d9_spec *s, int reverse, const d9_catalog *c, const d
                      int force, d9_diag *warn, d9_diag *diag) {
   char msg[MSG_MAX];
   if (g) {
-    if (!s->nrules || reverse || g->nignored) return 0;
+    /* nskipped: a rule matched, but an optional input was absent */
+    if (!s->nrules || reverse || g->nignored || g->nskipped) return 0;
     for (int i = 0; i < g->ntargets; i++)
       if (g->targets[i].rule) return 0;
     snprintf(msg, MSG_MAX, "%s transforms nothing in this source: no tensor matches %s of its "

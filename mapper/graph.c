@@ -138,10 +138,18 @@ static int x_room(builder *b, int n) {
   return 0;
 }
 
+/* Is input i of r one of its "optional" ones? */
+static int optional(const d9_rule *r, int i) {
+  for (int k = 0; k < r->noptional; k++)
+    if (!strcmp(r->optional[k], r->in_names[i])) return 1;
+  return 0;
+}
+
 /* Run rule r's chain for one instance: the driver drv and the captures in
  * caps. When the rule unstacks (unstack_idx >= 0), every input is first cut
  * to its slice unstack_idx along dim 0. outs[o] receives the node of output o.
- * 0, -EINVAL (a finding), or -ENOMEM. */
+ * 0, 1 (an optional input is absent: skip the instance), -EINVAL (a
+ * finding), or -ENOMEM. */
 static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                         int64_t unstack_idx, d9_node **outs) {
   b->npending = 0;
@@ -159,7 +167,9 @@ static int run_instance(builder *b, const d9_rule *r, d9_caps *caps, const d9_sr
         return d9_diag_fail(b->diag, EINVAL, "%s: input '%s' uses a capture the first input "
                             "does not have", where, r->in_names[i]);
       if (rc < 0) return d9_diag_fail(b->diag, EINVAL, "%s: input name too long", where);
-      if (!(t = d9_catalog_find(b->c, name)) || ignored(b->s, name))
+      if ((!(t = d9_catalog_find(b->c, name)) || ignored(b->s, name)) && optional(r, i))
+        return 1; /* skip the instance: no finding, nothing used */
+      if (!t || ignored(b->s, name))
         return d9_diag_fail(b->diag, ENOENT, "%s: missing input '%s' (%s)%s", where, name,
                             r->in_names[i], t ? ": it is ignored by the spec" : "");
     }
@@ -247,13 +257,22 @@ static void commit_used(builder *b) {
   b->npending = 0;
 }
 
+/* An instance skipped for an absent optional input: counted, and its
+ * dependency group (the last one taken) given back. Returns 0. */
+static int skipped(builder *b, int group) {
+  if (group == b->g->ngroups - 1) b->g->ngroups--;
+  b->g->nskipped++;
+  return 0;
+}
+
 /* One plain instance (or, with "unstack", one per slice of the driver). */
 static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src_tensor *drv,
                        int group) {
   d9_node **outs = b->outs;
   int rc;
   if (!r->unstack) {
-    if ((rc = run_instance(b, r, caps, drv, -1, outs))) return rc;
+    if ((rc = run_instance(b, r, caps, drv, -1, outs)) > 0) return skipped(b, group);
+    if (rc) return rc;
     for (int o = 0; o < r->nout; o++)
       if ((rc = emit(b, r, o, caps, outs[o], group, drv->name))) return rc;
     commit_used(b);
@@ -277,7 +296,8 @@ static int instantiate(builder *b, const d9_rule *r, d9_caps *caps, const d9_src
     snprintf(c2.c[c2.n].name, sizeof c2.c[c2.n].name, "%s", r->unstack);
     c2.c[c2.n].val = idx;
     c2.c[c2.n++].len = strlen(idx);
-    if ((rc = run_instance(b, r, &c2, drv, i, outs))) return rc;
+    if ((rc = run_instance(b, r, &c2, drv, i, outs)) > 0) return skipped(b, group);
+    if (rc) return rc;
     for (int o = 0; o < r->nout; o++)
       if ((rc = emit(b, r, o, &c2, outs[o], group, drv->name))) return rc;
     commit_used(b);

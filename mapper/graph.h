@@ -38,6 +38,7 @@ typedef struct d9_graph {
   int ngroups;
   int nignored;          /* source tensors dropped by "ignore" patterns */
   int nshadowed;         /* explicit tensors of tied rules whose flag is set: --reverse drops them */
+  int nskipped;          /* rule instances skipped because an "optional" input is absent */
   int nreport;           /* lenient mode: findings that did not stop the build */
   const char *report[D9_REPORT_MAX]; /* one line each, arena-owned */
 } d9_graph;

@@ -12,8 +12,8 @@
  *
  * Adding an op: one X line in D9_STEP_TABLE (spec.h), one d9_op_def named
  * d9_op_<name> in an op family file (op_layout.c, op_fused.c,
- * op_values.c), its tests and its section in docs/spec.md. A new argument
- * key adds a field to d9_step_args.
+ * op_values.c, op_copy.c), its tests and its section in docs/spec.md. A
+ * new argument key adds a field to d9_step_args.
  *
  * Integer arguments are literals or expressions over params and
  * config.json: a literal is range-checked at parse, an expression has its
@@ -58,6 +58,7 @@ typedef struct d9_step_args {
   d9_ival chunks, parts, group;
   d9_ival heads, groups, head_dim;
   d9_ival rows, multiple, from_rows;
+  d9_ival copies;       /* copy */
   d9_ilist sizes, shape, from_shape, dims, block;
   d9_dtype to, from;    /* cast; D9_DTYPE_INVALID = not given */
   int word;             /* rope "to": index into the key's words (0 half, 1 interleaved) */
@@ -192,7 +193,7 @@ int d9_op_check_given(const d9_step_ctx *b, const d9_step *st, const d9_ilist *l
                       const char *key, int n, int64_t (*want_at)(d9_node **x, int i, int dim),
                       d9_node **x, int dim, int minus1, const char *where);
 
-/* The op family entries (op_layout.c, op_fused.c, op_values.c). */
+/* The op family entries (op_layout.c, op_fused.c, op_values.c, op_copy.c). */
 #define D9_X(k, name) extern const d9_op_def d9_op_##name;
 D9_STEP_TABLE(D9_X)
 #undef D9_X

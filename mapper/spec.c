@@ -95,9 +95,27 @@ static int parse_step(d9_spec *s, const cJSON *j, const char *where, d9_step *st
   return 0;
 }
 
+/* "optional": names of the rule's inputs, not the first (it drives), that
+ * may be absent; not with "over" (a stack needs every instance). */
+static int parse_optional(d9_spec *s, const cJSON *v, d9_rule *r, d9_diag *diag) {
+  int rc = name_list(s, v, r->where, "optional", &r->noptional, &r->optional, diag);
+  for (int k = 0; !rc && k < r->noptional; k++) {
+    int i = 1;
+    while (i < r->ninputs && strcmp(r->in_names[i], r->optional[k])) i++;
+    if (i == r->ninputs)
+      return d9_diag_fail(diag, EINVAL, "%s: %s: optional '%s' is not an input after the first "
+                          "(the first drives the rule)", s->path, r->where, r->optional[k]);
+  }
+  if (!rc && r->noptional && r->over)
+    return d9_diag_fail(diag, EINVAL, "%s: %s: \"optional\" and \"over\" exclude each other",
+                        s->path, r->where);
+  return rc;
+}
+
 static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *diag) {
   static const char *const keys[] = {"name", "inputs", "steps", "output", "required", "tied",
-                                     "comment", "over", "unstack", "exclude", "parallel"};
+                                     "comment", "over", "unstack", "exclude", "parallel",
+                                     "optional"};
   const cJSON *nm = cJSON_GetObjectItemCaseSensitive(j, "name");
   if (nm && !cJSON_IsString(nm))
     return d9_diag_fail(diag, EINVAL, "%s: rules[%d]: \"name\" must be a string", s->path, idx);
@@ -107,7 +125,7 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
   if (!r->name || !r->where) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", s->path);
   if (!cJSON_IsObject(j))
     return d9_diag_fail(diag, EINVAL, "%s: %s: a rule must be an object", s->path, r->where);
-  int rc = check_keys(j, keys, 11, s->path, r->where, diag);
+  int rc = check_keys(j, keys, 12, s->path, r->where, diag);
   if (rc) return rc;
   const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "parallel");
   if (pj) {
@@ -172,6 +190,8 @@ static int parse_rule(d9_spec *s, const cJSON *j, int idx, d9_rule *r, d9_diag *
     char *w = d9_arena_printf(s->arena, "%s: %s.inputs.%s", s->path, r->where, r->in_names[i]);
     if (!w || (rc = d9_pattern_check(r->in_pats[i], w, diag))) return w ? rc : -ENOMEM;
   }
+  if ((rc = parse_optional(s, cJSON_GetObjectItemCaseSensitive(j, "optional"), r, diag)))
+    return rc;
   /* steps */
   const cJSON *steps = cJSON_GetObjectItemCaseSensitive(j, "steps");
   if (steps && !cJSON_IsArray(steps))

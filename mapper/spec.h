@@ -42,7 +42,9 @@
   X(TRUNCATE, truncate)       \
   X(ROPE, rope)               \
   X(MXFP4_DEQUANT, mxfp4_dequant) \
-  X(MXFP4_QUANT, mxfp4_quant)
+  X(MXFP4_QUANT, mxfp4_quant)     \
+  X(COPY, copy)               \
+  X(DEDUP, dedup)
 
 typedef enum {
 #define D9_X(k, name) D9_STEP_##k,
@@ -121,6 +123,9 @@ typedef struct d9_rule {
                             have no such target; see rank.h) */
   int nexclude;
   const char **exclude;  /* driver names matching one of these are skipped (both directions) */
+  int noptional;
+  const char **optional; /* "optional": input names (never the first) that may be absent: the
+                            instance is then skipped, no finding, its inputs left unused */
   const d9_parallel *par;/* "parallel": the style of this rule's outputs, or NULL */
 } d9_rule;
 

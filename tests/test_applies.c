@@ -300,6 +300,10 @@ static const struct {
     {"qwen3-moe-to-megatron.json", {"qwen3_moe"}, 0, "applies to model_type qwen3_moe;"},
     {"phi3-to-llama.json", {"phi3"}, 0, "applies to model_type phi3;"},
     {"deepseek-v3-to-megatron.json", {"deepseek_v3"}, 0, "applies to model_type deepseek_v3;"},
+    {"nemo-automodel-combined.json", {"llama", "qwen2"}, 1,
+     "applies to model_type llama, mistral, qwen2"},
+    /* adapters only: a base checkpoint of its family has no lora_A tensors */
+    {"nemo-automodel-lora.json", {NULL}, 0, "applies to"},
 };
 enum { NSHIPPED = sizeof shipped / sizeof *shipped };
 

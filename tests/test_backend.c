@@ -423,7 +423,9 @@ static void params_for(const char *spec, d9_gen_params *p) {
   } else if (!strcmp(spec, "gemma-to-standard-norms.json")) {
     d9_gen_defaults(p, "gemma");
   } else if (!strcmp(spec, "llama-to-megatron.json") || !strcmp(spec, "identity.json") ||
-             !strcmp(spec, "cast-f32-to-bf16.json")) {
+             !strcmp(spec, "cast-f32-to-bf16.json") ||
+             !strcmp(spec, "nemo-automodel-combined.json") ||
+             !strcmp(spec, "nemo-automodel-lora.json")) {
     d9_gen_defaults(p, "llama");
     p->heads = 8, p->kv_heads = 2, p->tied = 0, p->bias = 0;
   } else {
@@ -452,6 +454,12 @@ static void test_shipped_specs(void **state) {
     char dir[64];
     snprintf(dir, sizeof dir, "ckpt%zu", i);
     char *src = gen(root, dir, &p);
+    if (!strcmp(name, "nemo-automodel-lora.json")) { /* a DoRA adapter of that llama instead */
+      d9_gen_adapter a = {.rank = 4, .targets = D9_GEN_LORA_ALL, .dora = 1, .shared_a = 1};
+      d9_diag diag = {0};
+      snprintf(src, 4200, "%s/adapter%zu", root, i);
+      if (d9_gen_write_adapter(src, &p, &a, &diag)) fail_msg("gen adapter: %s", diag.msg);
+    }
     int ncomp = run_spec(src, gl.gl_pathv[i], 0, name);
     /* and back: the spec's inverse over the tree it made (cast-f32-to-bf16
      * has none: its cast names no `from`) */

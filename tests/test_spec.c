@@ -353,6 +353,25 @@ static const scase scases[] = {
    "{'op':'qkv_split','heads':1,'groups':1,'head_dim':1},{'op':'reshape','shape':[1]}]}]}",
    NULL},
   {"copy empty list", "{'d9dfs_spec':1,'output':{'copy':[]}}", NULL},
+  {"optional inputs",
+   "{'d9dfs_spec':1,'rules':[{'inputs':{'q':'a.{L}.q','k':'a.{L}.k','v':'a.{L}.v'},"
+   "'optional':['k','v'],'steps':[{'op':'dedup'}],'output':'b.{L}'}]}", NULL},
+  {"optional one name", "{'d9dfs_spec':1,'rules':[{'inputs':{'q':'a.{L}.q','k':'a.{L}.k'},"
+   "'optional':'k','steps':[{'op':'dedup'}],'output':'b.{L}'}]}", NULL},
+  {"optional the driving input", "{'d9dfs_spec':1,'rules':[{'inputs':{'q':'a.{L}.q',"
+   "'k':'a.{L}.k'},'optional':['q'],'output':{'q':'b.{L}','k':'c.{L}'}}]}",
+   "spec.json: rules[0]: optional 'q' is not an input after the first"},
+  {"optional unknown input", "{'d9dfs_spec':1,'rules':[{'name':'n','inputs':{'q':'a.{L}.q',"
+   "'k':'a.{L}.k'},'optional':['z'],'output':{'q':'b.{L}','k':'c.{L}'}}]}",
+   "spec.json: rules[0] (n): optional 'z' is not an input after the first"},
+  {"optional not names", "{'d9dfs_spec':1,'rules':[{'inputs':{'q':'a.{L}.q','k':'a.{L}.k'},"
+   "'optional':[1],'output':{'q':'b.{L}','k':'c.{L}'}}]}", "'optional'[0] is not a string"},
+  {"optional empty", "{'d9dfs_spec':1,'rules':[{'inputs':{'q':'a.{L}.q','k':'a.{L}.k'},"
+   "'optional':[],'output':{'q':'b.{L}','k':'c.{L}'}}]}",
+   "'optional' must be a name or a non-empty list of names"},
+  {"optional with over", "{'d9dfs_spec':1,'rules':[{'over':'E','inputs':{'q':'a.{E}.q',"
+   "'k':'a.{E}.k'},'optional':['k'],'steps':[{'op':'stack'}],'output':'b'}]}",
+   "rules[0]: \"optional\" and \"over\" exclude each other"},
   /* top level */
   {"not json", "{'d9dfs_spec':1,", "spec.json: "},
   {"duplicate key", "{'d9dfs_spec':1,'rules':[],'rules':[]}", "duplicate key 'rules'"},
@@ -711,6 +730,12 @@ static const struct {
   {"{'op':'mxfp4_quant','group':0}", ".group: 0 is out of range"},
   {"{'op':'mxfp4_quant','group':'x','to':'I8'}", ": \"to\" must be F32, F16, BF16"},
   {"{'op':'mxfp4_quant','to':'F8_E4M3'}", ".to: mxfp4 dequantises to F32 or BF16, not F8_E4M3"},
+  {"{'op':'copy'}", ": missing \"copies\""},
+  {"{'op':'copy','copies':0}", ".copies: 0 is out of range"},
+  {"{'op':'copy','copies':65}", ".copies: 65 is out of range"},
+  {"{'op':'copy','copies':2,'dim':0}", ": unknown key 'dim'"},
+  {"{'op':'dedup','copies':2}", ": unknown key 'copies'"},
+  {"{'op':'dedup','in':['a','b'],'out':['c','d']}", ": \"out\" names 2 values, op 'dedup' makes 1"},
 };
 
 static void test_step_args_refused_at_parse(void **state) {
@@ -841,6 +866,9 @@ static void test_step_inverses(void **state) {
     {"{'op':'rope','heads':4,'to':'half'}", 1, D9_STEP_ROPE, 0, NULL},
     {"{'op':'mxfp4_dequant','group':32}", 2, D9_STEP_MXFP4_QUANT, 1, NULL},
     {"{'op':'mxfp4_quant','to':'F32'}", 1, D9_STEP_MXFP4_DEQUANT, 1, NULL},
+    {"{'op':'copy','copies':3}", 1, D9_STEP_DEDUP, 0, NULL},
+    {"{'op':'dedup'}", 3, D9_STEP_COPY, 0, NULL},
+    {"{'op':'dedup'}", 65, D9_STEP_COUNT, 0, "more than 64 inputs"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char text[512];

@@ -3,8 +3,15 @@
  * tensor with the source: byte for byte for lossless specs; for lossy ones
  * report the lossy steps and each tensor's maximum absolute error (for an
  * MXFP4 pair X_blocks / X_scales, both U8, the error of the values they
- * encode, reported on each of the two). Mounts nothing. Needs disk for two converted copies (removed afterwards). */
+ * encode, reported on each of the two). Mounts nothing. Needs disk for two
+ * converted copies (removed afterwards).
+ *
+ * A dedup step keeps the first of several copies (op_copy.c); before the
+ * round trip, the copies a dedup takes straight from the rule's inputs are
+ * compared in the source, and any that differ from the first are named
+ * (the round trip then shows them too, as differing tensors). */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +21,11 @@
 #include "cli.h"
 #include "kernels/kernels.h"
 #include "mapper/catalog.h"
+#include "mapper/graph_limits.h"
+#include "mapper/json_strict.h"
 #include "mapper/node.h"
+#include "mapper/pattern.h"
+#include "mapper/spec.h"
 
 static double decode(const unsigned char *p, d9_dtype t) {
   uint16_t h;
@@ -118,6 +129,75 @@ static int mxfp4_error(const d9_catalog *ca, const d9_src_tensor *ba, const d9_s
   return rc;
 }
 
+/* The dedup steps of rule r on rule inputs: for each instance in source c,
+ * compare every dedup input with the first. Returns the number of copies
+ * that differ, or -errno. */
+static int rule_copies_differ(const d9_spec *s, const d9_rule *r, const d9_catalog *c) {
+  int ndiff = 0;
+  for (int k = 0; k < r->nsteps; k++) {
+    const d9_step *st = &r->steps[k];
+    if (st->kind != D9_STEP_DEDUP) continue;
+    int nin = st->nin ? st->nin : k == 0 ? r->ninputs : 0;
+    const char *const *in = st->nin ? st->in : r->in_names;
+    int idx[64];
+    if (nin < 2 || nin > 64) continue;
+    for (int i = 0; i < nin; i++) { /* each dedup input as a rule input index, or -1 */
+      idx[i] = -1;
+      for (int j = 0; j < r->ninputs; j++)
+        if (!strcmp(in[i], r->in_names[j])) idx[i] = j;
+    }
+    for (int t = 0; t < c->ntensors; t++) {
+      d9_caps caps = {0};
+      const d9_src_tensor *drv = &c->tensors[t], *x[64];
+      if (!d9_pattern_match(r->in_pats[0], drv->name, &caps) || d9_graph_skips(s, r, drv->name))
+        continue;
+      int ok = 1;
+      for (int i = 0; i < nin && ok; i++) {
+        char name[D9_NAME_MAX], miss[D9_CAP_NAME_MAX];
+        ok = idx[i] >= 0 &&
+             d9_pattern_fill(r->in_pats[idx[i]], &caps, name, sizeof name, miss) >= 0 &&
+             (x[i] = d9_catalog_find(c, name)) != NULL;
+      }
+      for (int i = 1; ok && i < nin; i++) {
+        double err;
+        int same = x[i]->nbytes == x[0]->nbytes && x[i]->dtype == x[0]->dtype
+                       ? compare(c, x[0], c, x[i], &err) : (err = INFINITY, 0);
+        if (same < 0) return same;
+        if (!same) {
+          printf("copies differ: %s: '%s' is not '%s' (max abs error %g); the dedup keeps the "
+                 "first\n", st->where, x[i]->name, x[0]->name, err);
+          ndiff++;
+        }
+      }
+    }
+  }
+  return ndiff;
+}
+
+/* Every dedup step's copies in source src (spec file spec_path). Returns
+ * the number that differ, or -1 with a message on stderr. */
+static int copies_differ(const char *spec_path, const d9_catalog *c) {
+  d9_diag diag = {0};
+  char *text = NULL;
+  size_t len;
+  d9_spec *s = NULL;
+  int n = 0;
+  if (d9_read_small_file(AT_FDCWD, spec_path, 64 << 20, &text, &len, &diag) ||
+      d9_spec_parse(text, len, spec_path, &s, &diag)) {
+    fprintf(stderr, "d9dfs: check: %s\n", diag.msg);
+    free(text);
+    return -1;
+  }
+  for (int i = 0; i < s->nrules && n >= 0; i++) {
+    int rc = rule_copies_differ(s, &s->rules[i], c);
+    if (rc < 0) fprintf(stderr, "d9dfs: check: %s: %s\n", spec_path, strerror(-rc));
+    n = rc < 0 ? -1 : n + rc;
+  }
+  d9_spec_destroy(s);
+  free(text);
+  return n;
+}
+
 int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
   char tmpl[] = "/tmp/d9dfs-check.XXXXXX", fwd_dir[4200], rev_dir[4200];
   d9_mount_opts o = *base;
@@ -145,6 +225,8 @@ int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
   for (int i = 0; i < d9_mount_nlossy(rv); i++) printf("lossy step: %s\n", d9_mount_lossy(rv, i));
   if (d9_cli_convert(rv, rev_dir, NULL)) goto out;
   if (d9_catalog_open_flags(src, 0, &cs, &diag) || d9_catalog_open_flags(rev_dir, 0, &cr, &diag)) goto diag_out;
+  int ncopies = copies_differ(spec, cs);
+  if (ncopies < 0) goto out;
   int identical = 0, differ = 0, missing = 0;
   double worst = 0;
   for (int i = 0; i < cs->ntensors; i++) {
@@ -196,9 +278,12 @@ int d9_cli_check(const d9_mount_opts *base, const char *src, const char *spec) {
          lossy ? "" : " (lossless spec)");
   if (lossy) printf("check: lossy spec (%d lossy step%s); largest error %g\n", lossy,
                     lossy == 1 ? "" : "s", worst);
+  if (ncopies)
+    printf("check: %d cop%s kept once by a dedup step differ%s from the first in the source\n",
+           ncopies, ncopies == 1 ? "y" : "ies", ncopies == 1 ? "s" : "");
   /* lossy specs may differ in values, but only ignored or tie-shadowed
    * tensors may go missing, and nothing may appear */
-  rc = (!lossy && differ) || missing > ignored + shadowed || extra ? 1 : 0;
+  rc = (!lossy && differ) || missing > ignored + shadowed || extra || ncopies ? 1 : 0;
   goto out;
 diag_out:
   fprintf(stderr, "d9dfs: check: %s\n", diag.msg);

@@ -36,6 +36,13 @@ static const char usage[] =
     "  --shards N         safetensors files (1)\n"
     "  --block N          FP8 block size, deepseek_fp8 and deepseek_v3 (128)\n"
     "  --seed N           seed of the values (1)\n"
+    "  --adapter lora|dora  write a PEFT adapter for that model instead\n"
+    "                     (adapter_model.safetensors, adapter_config.json,\n"
+    "                     the base config.json; dense families)\n"
+    "  --lora-rank N      adapter rank r (8)\n"
+    "  --lora-targets L   target modules, of q,k,v,o,gate,up,down (all)\n"
+    "  --lora-shared-a 0|1  k, v repeat q's lora_A and up gate's, as NeMo\n"
+    "                     AutoModel writes them (1)\n"
     "  --help             show this help\n"
     "  --version          show the version\n";
 
@@ -84,6 +91,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   d9_gen_defaults(&p, family);
+  d9_gen_adapter ad = {.rank = 8, .targets = D9_GEN_LORA_ALL, .shared_a = 1};
+  int adapter = 0;
 
   static const struct {
     const char *opt;
@@ -147,6 +156,18 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--shards") == 0) {
       if (parse_int(v, 1, 99999, &n)) return bad_range(a, v, 1, 99999);
       p.shards = (int)n;
+    } else if (strcmp(a, "--adapter") == 0) {
+      if (strcmp(v, "lora") && strcmp(v, "dora")) return bad_value(a, v);
+      adapter = 1;
+      ad.dora = v[0] == 'd';
+    } else if (strcmp(a, "--lora-rank") == 0) {
+      if (parse_int(v, 1, INT32_MAX, &n)) return bad_range(a, v, 1, INT32_MAX);
+      ad.rank = n;
+    } else if (strcmp(a, "--lora-targets") == 0) {
+      if (d9_gen_lora_targets(v, &ad.targets)) return bad_value(a, v);
+    } else if (strcmp(a, "--lora-shared-a") == 0) {
+      if (parse_int(v, 0, 1, &n)) return bad_range(a, v, 0, 1);
+      ad.shared_a = (int)n;
     } else if (strcmp(a, "--seed") == 0) {
       if (parse_u64(v, &p.seed)) return bad_value(a, v);
     } else {
@@ -160,6 +181,15 @@ int main(int argc, char **argv) {
   }
 
   d9_diag diag = {0};
+  if (adapter) {
+    if (d9_gen_write_adapter(outdir, &p, &ad, &diag) != 0) {
+      fprintf(stderr, "d9gen: %s\n", diag.msg);
+      return 1;
+    }
+    printf("%s: %s adapter for %s, rank %lld\n", outdir, ad.dora ? "DoRA" : "LoRA",
+           d9_gen_family_name(p.family), (long long)ad.rank);
+    return 0;
+  }
   int ntensors = 0;
   uint64_t bytes = 0;
   if (d9_gen_count(&p, &ntensors, &bytes, &diag) != 0 ||

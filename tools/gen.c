@@ -33,6 +33,8 @@ typedef struct gtensor {
   uint64_t nbytes;
   int shard;           /* 0-based file index */
   int pair;            /* deepseek_fp8: weight <-> its scale; else -1 */
+  int values_of;       /* adapters: 1 + the index of the tensor whose values
+                          this one repeats; 0 = its own */
 } gtensor;
 
 typedef struct glist {
@@ -730,12 +732,9 @@ static void shard_name(char *out, size_t n, int k, int ns) {
     snprintf(out, n, "model-%05d-of-%05d.safetensors", k + 1, ns);
 }
 
-/* Write shard k: tensors [from, to) of the list. */
-static int write_shard(const char *dir, const glist *l, int from, int to,
-                       const resolved *r, int k, unsigned char *buf,
-                       d9_diag *diag) {
-  char fname[64];
-  shard_name(fname, sizeof fname, k, r->shards);
+/* Write file fname: tensors [from, to) of the list. */
+static int write_file(const char *dir, const char *fname, const glist *l, int from, int to,
+                      const resolved *r, unsigned char *buf, d9_diag *diag) {
   int n = to - from, rc;
   d9_st_tensor *tt = calloc((size_t)n, sizeof *tt);
   if (!tt) return d9_diag_fail(diag, ENOMEM, "%s: out of memory", fname);
@@ -761,7 +760,7 @@ static int write_shard(const char *dir, const glist *l, int from, int to,
     const gtensor *g = &l->v[from + i];
     size_t es = d9_dtype_size(g->dtype);
     int64_t left = (int64_t)(g->nbytes / es), per = (int64_t)(CHUNK / es);
-    uint64_t s = r->seed ^ fnv1a(g->name);
+    uint64_t s = r->seed ^ fnv1a(g->values_of ? l->v[g->values_of - 1].name : g->name);
     while (rc == 0 && left > 0) {
       int64_t m = left < per ? left : per;
       fill(buf, m, g, &s, zero_norm);
@@ -776,6 +775,15 @@ out_header:
 out_tensors:
   free(tt);
   return rc;
+}
+
+/* Write shard k: tensors [from, to) of the list. */
+static int write_shard(const char *dir, const glist *l, int from, int to,
+                       const resolved *r, int k, unsigned char *buf,
+                       d9_diag *diag) {
+  char fname[64];
+  shard_name(fname, sizeof fname, k, r->shards);
+  return write_file(dir, fname, l, from, to, r, buf, diag);
 }
 
 static int write_index(const char *dir, const glist *l, const resolved *r,
@@ -893,6 +901,107 @@ int d9_gen_write(const char *dir, const d9_gen_params *p, d9_diag *diag) {
 out_buf:
   free(buf);
 out_list:
+  list_free(&l);
+  return rc;
+}
+
+/* ---- PEFT adapters (gen.h) ---- */
+
+static const char *const lora_names[] = {
+#define D9_X(e, name) name,
+    D9_GEN_LORA_TARGET_TABLE(D9_X)
+#undef D9_X
+};
+
+int d9_gen_lora_targets(const char *list, unsigned *out) {
+  unsigned m = 0;
+  const char *p = list;
+  if (!list || !*list) return -EINVAL;
+  for (;;) {
+    size_t n = strcspn(p, ",");
+    int k = 0;
+    while (k < D9_GEN_LORA_TARGET_COUNT &&
+           (strlen(lora_names[k]) != n || strncmp(lora_names[k], p, n)))
+      k++;
+    if (k == D9_GEN_LORA_TARGET_COUNT || (m & (1u << k))) return -EINVAL;
+    m |= 1u << k;
+    if (!p[n]) break;
+    p += n + 1;
+  }
+  *out = m;
+  return 0;
+}
+
+/* The adapter's tensors, layer by layer in module order. */
+static int build_adapter(const resolved *r, const d9_gen_adapter *a, glist *l, d9_diag *diag) {
+  const int64_t qd = r->nh * r->d, kvd = r->ng * r->d;
+  const int64_t in[] = {r->H, r->H, r->H, qd, r->H, r->H, r->I};
+  const int64_t out[] = {qd, kvd, kvd, r->H, r->I, r->I, r->H};
+  for (int64_t i = 0; i < r->L; i++) {
+    int first_a[2] = {-1, -1}; /* lora_A of q (attention) and gate (MLP) */
+    for (int k = 0; k < D9_GEN_LORA_TARGET_COUNT; k++) {
+      if (!(a->targets & (1u << k))) continue;
+      const char *mod = k <= D9_GEN_LORA_O_BIT ? "self_attn" : "mlp";
+      int rc, mlp = k > D9_GEN_LORA_O_BIT;
+      char pre[160];
+      snprintf(pre, sizeof pre, "base_model.model.model.layers.%lld.%s.%s_proj", (long long)i,
+               mod, lora_names[k]);
+      if ((rc = add(l, r->dt, K_WEIGHT, a->rank, in[k], diag, "%s.lora_A.weight", pre)) < 0)
+        return rc;
+      int shares = k == D9_GEN_LORA_K_BIT || k == D9_GEN_LORA_V_BIT || k == D9_GEN_LORA_UP_BIT;
+      if (a->shared_a && shares && first_a[mlp] >= 0) l->v[rc].values_of = first_a[mlp] + 1;
+      if ((k == D9_GEN_LORA_Q_BIT || k == D9_GEN_LORA_GATE_BIT) && first_a[mlp] < 0)
+        first_a[mlp] = rc;
+      if ((rc = add(l, r->dt, K_WEIGHT, out[k], a->rank, diag, "%s.lora_B.weight", pre)) < 0 ||
+          (a->dora &&
+           (rc = add(l, r->dt, K_NORM, out[k], -1, diag, "%s.lora_magnitude_vector", pre)) < 0))
+        return rc;
+    }
+  }
+  return 0;
+}
+
+static int write_adapter_config(const char *dir, const d9_gen_adapter *a, d9_diag *diag) {
+  sbuf b = {0};
+  sb_printf(&b, "{\n  \"base_model_name_or_path\": \"d9gen\",\n  \"bias\": \"none\",\n"
+            "  \"lora_alpha\": %lld,\n  \"lora_dropout\": 0.0,\n  \"peft_type\": \"LORA\",\n"
+            "  \"r\": %lld,\n  \"target_modules\": [", (long long)(2 * a->rank),
+            (long long)a->rank);
+  for (int k = 0, n = 0; k < D9_GEN_LORA_TARGET_COUNT; k++)
+    if (a->targets & (1u << k)) sb_printf(&b, "%s\"%s_proj\"", n++ ? ", " : "", lora_names[k]);
+  sb_printf(&b, "],\n  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": %s\n}\n",
+            a->dora ? "true" : "false");
+  int rc = b.oom ? d9_diag_fail(diag, ENOMEM, "out of memory for adapter_config.json")
+                 : write_small(dir, "adapter_config.json", b.s, diag);
+  free(b.s);
+  return rc;
+}
+
+int d9_gen_write_adapter(const char *dir, const d9_gen_params *p, const d9_gen_adapter *a,
+                         d9_diag *diag) {
+  resolved r;
+  glist l = {0};
+  unsigned char *buf = NULL;
+  int rc;
+  if (!dir || !a) return d9_diag_fail(diag, EINVAL, "no output directory or adapter");
+  if ((rc = resolve(p, &r, diag))) return rc;
+  if (is_moe(r.fam) || r.fam == D9_GEN_DEEPSEEK_FP8)
+    return d9_diag_fail(diag, EINVAL, "adapters are generated for dense families (llama, "
+                        "qwen2, gemma), not %s", d9_gen_family_name(r.fam));
+  if ((rc = check_dim("lora rank", a->rank, 1, diag))) return rc;
+  if (!a->targets || a->targets > D9_GEN_LORA_ALL)
+    return d9_diag_fail(diag, EINVAL, "no lora target modules");
+  if ((rc = build_adapter(&r, a, &l, diag))) goto out;
+  if ((rc = make_dirs(dir, diag))) goto out;
+  if (!(buf = malloc(CHUNK))) {
+    rc = d9_diag_fail(diag, ENOMEM, "%s: out of memory", dir);
+    goto out;
+  }
+  if ((rc = write_file(dir, "adapter_model.safetensors", &l, 0, l.n, &r, buf, diag)) ||
+      (rc = write_adapter_config(dir, a, diag)) || (rc = write_config(dir, &r, p, diag)))
+    goto out;
+out:
+  free(buf);
   list_free(&l);
   return rc;
 }

@@ -158,4 +158,53 @@ int d9_gen_count(const d9_gen_params *p, int *ntensors, uint64_t *data_bytes,
  * the reason. Parameters are validated before anything is created. */
 int d9_gen_write(const char *dir, const d9_gen_params *p, d9_diag *diag);
 
+/* ---- PEFT adapters ----
+ *
+ * d9_gen_write_adapter() writes a LoRA (or DoRA) adapter for the base
+ * model p describes (its layers, hidden, heads, kv_heads, head_dim,
+ * intermediate, dtype, seed; a dense family: llama, qwen2, gemma), as PEFT
+ * saves one:
+ *   adapter_model.safetensors   per layer i and target module m in the
+ *                               order q, k, v, o, gate, up, down, with
+ *                               P = base_model.model.model.layers.i. and
+ *                               M = self_attn.m_proj (mlp.m_proj for MLP):
+ *     P.M.lora_A.weight [r, in]
+ *     P.M.lora_B.weight [out, r]
+ *     P.M.lora_magnitude_vector [out]                 DoRA only
+ *   adapter_config.json         peft_type LORA, r, lora_alpha 2r,
+ *                               target_modules, use_dora
+ *   config.json                 the base model's (PEFT does not save it; a
+ *                               conversion needs its head counts)
+ * in/out: q [H -> nh*d], k and v [H -> ng*d], o [nh*d -> H], gate and up
+ * [H -> I], down [I -> H]. Values as for the base model: lora_A and lora_B
+ * u, magnitudes 1 + u/10. With shared_a, the lora_A of k and v hold q's
+ * values and up's holds gate's (the form NeMo AutoModel's to_hf writes,
+ * one lora_A per combined projection duplicated); without it each has its
+ * own (an adapter trained on separate projections). */
+#define D9_GEN_LORA_TARGET_TABLE(X) \
+  X(Q, "q") X(K, "k") X(V, "v") X(O, "o") X(GATE, "gate") X(UP, "up") X(DOWN, "down")
+
+enum {
+#define D9_X(e, name) D9_GEN_LORA_##e##_BIT,
+  D9_GEN_LORA_TARGET_TABLE(D9_X)
+#undef D9_X
+  D9_GEN_LORA_TARGET_COUNT
+};
+#define D9_GEN_LORA_ALL ((1u << D9_GEN_LORA_TARGET_COUNT) - 1)
+
+typedef struct d9_gen_adapter {
+  int64_t rank;      /* r, >= 1 */
+  unsigned targets;  /* bit (1 << D9_GEN_LORA_*_BIT) per target module; nonzero */
+  int dora;          /* also write lora_magnitude_vector */
+  int shared_a;      /* k, v repeat q's lora_A; up repeats gate's */
+} d9_gen_adapter;
+
+/* Parse a comma-separated target list ("q,v", "q,k,v,o,gate,up,down") into
+ * a bit mask. 0 or -EINVAL (an unknown or repeated name, an empty list). */
+int d9_gen_lora_targets(const char *list, unsigned *out);
+
+/* Write the adapter into dir (created if needed). 0 or -errno with diag. */
+int d9_gen_write_adapter(const char *dir, const d9_gen_params *p, const d9_gen_adapter *a,
+                         d9_diag *diag);
+
 #endif
