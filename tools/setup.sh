@@ -36,3 +36,30 @@ d9_venv() {
     "$D9_VENV/bin/pip" install -q --disable-pip-version-check safetensors numpy
   fi
 }
+
+# The peer libraries, as test tooling only (tests/py/*_peer.py compare the
+# mount's tensors with theirs): transformers v5 (MXFP4 dequant, Phi-3),
+# megatron-core + Megatron-Bridge's mappings (QKV/gated/TP splits, Qwen3,
+# Qwen3-MoE, DeepSeek-V3 bridges) and NeMo AutoModel 0.3.0's combined-
+# projection adapter. torch comes from PyPI (about 5.5 GB with its CUDA
+# libraries; it runs on the CPU). Bridge and AutoModel go in without their
+# dependencies: the checks load their mapping modules by path. A machine
+# that cannot reach PyPI gets no peer venv, and the peer checks say
+# "skip" with that reason; everything else still runs.
+D9_PEER_VENV=${D9_PEER_VENV:-$D9_ROOT/.venv-peer}
+d9_peer_venv() {
+  if [ -x "$D9_PEER_VENV/bin/python" ] &&
+     "$D9_PEER_VENV/bin/python" -c "import torch, transformers, megatron.core, numpy, safetensors" 2>/dev/null &&
+     [ -f "$D9_PEER_VENV/.complete" ]; then
+    return 0
+  fi
+  echo "== creating the peer venv in $D9_PEER_VENV (torch, transformers>=5, megatron-core, megatron-bridge, nemo-automodel)"
+  rm -rf "$D9_PEER_VENV"
+  python3 -m venv "$D9_PEER_VENV" &&
+    "$D9_PEER_VENV/bin/pip" install -q --disable-pip-version-check torch numpy safetensors \
+      packaging rich "transformers>=5" megatron-core==0.16.1 &&
+    "$D9_PEER_VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+      megatron-bridge==0.3.1 nemo-automodel==0.3.0 &&
+    touch "$D9_PEER_VENV/.complete" ||
+    { echo "== the peer venv could not be installed (is PyPI reachable?): the peer checks will skip"; return 0; }
+}

@@ -4,7 +4,7 @@
 # patched to hold every E2M1 code with every E8M0 scale (0..255): every
 # tensor equals an independent numpy reference bit for bit, and, when a
 # Python with torch and transformers >= 5 is given (D9DFS_TF5_PYTHON,
-# default .venv-tf5/bin/python), transformers' convert_moe_packed_tensors;
+# default .venv-peer/bin/python), transformers' convert_moe_packed_tensors;
 # random reads equal `d9dfs convert`; a dequantised tensor is read lazily;
 # `d9dfs check` reports the lossy steps and errors; the reversed mount gives
 # every on-grid group back byte for byte and config.json back as it was.
@@ -19,7 +19,7 @@ src=$WORK/gptoss mnt=$WORK/mnt ref=$WORK/ref rmnt=$WORK/rev
 check "the checkpoint holds every code with every scale" "$PY" "$CHECK" patch "$src"
 check "mounts" do_mount "$src" "$SPEC" "$mnt"
 check "every tensor equals the numpy reference bit for bit" "$PY" "$CHECK" numpy "$src" "$mnt"
-TF5=${D9DFS_TF5_PYTHON:-$HERE/.venv-tf5/bin/python}
+TF5=${D9DFS_TF5_PYTHON:-${D9DFS_PEER_PYTHON:-$HERE/.venv-peer/bin/python}}
 if [ -x "$TF5" ]; then
   out=$("$TF5" "$CHECK" transformers "$src" "$mnt" 2>&1) && st=0 || st=$?
   echo "$out"
