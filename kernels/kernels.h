@@ -14,10 +14,9 @@
  * where the target has one. F8_E4M3 is the "fn" variant (no Inf, one NaN
  * encoding S.1111.111, max finite 448): narrowing to it saturates, so every
  * finite value beyond the range and +-Inf become +-448 (0x7e / 0xfe); NaN
- * stays NaN (0x7f / 0xff). That is the saturating convention of FP8
- * training recipes (clamp to +-448, then convert); torch's plain eager
- * .to(torch.float8_e4m3fn) differs beyond 464 and for Inf, where it gives
- * NaN - see cast.c for the exact rule. F8_E5M2 is IEEE-like (Inf and NaN
+ * stays NaN (0x7f / 0xff), as torch's .to(torch.float8_e4m3fn) does
+ * (torch 2.15: byte for byte on 4M values, tests/mount/e4m3.sh) - see
+ * cast.c for the exact rule. F8_E5M2 is IEEE-like (Inf and NaN
  * exist); overflow rounds to Inf.
  */
 #ifndef D9_KERNELS_H

@@ -18,10 +18,8 @@
  *    itself is a tie that goes to the even code, which is Inf (F16 threshold
  *    65520, E5M2 61440, BF16 0x1.ffp127).
  *  - Overflow, F8_E4M3 (the "fn" variant, no Inf): every |x| > 448, +-Inf
- *    included, saturates to +-448 (0x7e / 0xfe): the saturating convention
- *    of FP8 training recipes (clamp to +-448, then convert). torch's plain
- *    eager float8_e4m3fn cast does not saturate: there a finite |x| > 464
- *    (one that rounds past 448) and +-Inf become NaN.
+ *    included, saturates to +-448 (0x7e / 0xfe), as torch's float8_e4m3fn
+ *    cast does (torch 2.15, tests/mount/e4m3.sh).
  *  - Inf: F16 0x7c00, BF16 0x7f80, E5M2 0x7c, each with the sign; F8_E4M3
  *    has no Inf, so +-Inf saturates to +-448 (above).
  *  - NaN keeps its sign and becomes quiet: F16 0x7e00 | sign, BF16
