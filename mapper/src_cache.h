@@ -1,0 +1,47 @@
+/* src_cache.h - -o source_cache=drop: keep a model in the page cache once.
+ *
+ * A buffered mount keeps what it served in its own page cache (keep_cache),
+ * so after a full read the source's pages hold a second copy of the same
+ * bytes. The tracker counts, per source tensor, the bytes read from the
+ * source (preads and spliced source pieces); once a tensor's count reaches
+ * its size, its byte range - widened over completed neighbours in the same
+ * shard, by up to D9_SRC_CACHE_WIDEN bytes each side, so that large folios
+ * straddling tensor boundaries go too - is dropped, and so are the
+ * completed tensors up to D9_SRC_CACHE_AHEAD after it, which the kernel's
+ * readahead for this one may have read back in (a file's tensors are not
+ * read in file order when a target reorders them). Everything from the page cache
+ * (d9_catalog_drop_cache: posix_fadvise DONTNEED). A tensor is dropped once;
+ * a later read of it (another target, another rank, a re-read after the
+ * mount's pages were evicted) comes from the disk. Counting bytes, not
+ * coverage, means a tensor read twice in part may be dropped before every
+ * byte was read: that costs a disk read, never a wrong byte (it is only a
+ * hint to the kernel). Measurements: docs/performance.md, "Cache once".
+ *
+ * Thread-safe (atomics). */
+#ifndef D9_SRC_CACHE_H
+#define D9_SRC_CACHE_H
+
+#include <stdint.h>
+
+struct d9_catalog;
+typedef struct d9_src_cache d9_src_cache;
+
+enum {
+  D9_SRC_CACHE_WIDEN = 2 << 20,  /* the largest page-cache folio (x86-64 PMD) */
+  D9_SRC_CACHE_AHEAD = 32 << 20, /* how far the kernel's readahead may run past a
+                                    read (twice a read_ahead_kb of 16 MiB) */
+};
+
+/* A tracker over c's tensors. 0 or -ENOMEM. */
+int d9_src_cache_create(const struct d9_catalog *c, d9_src_cache **out);
+void d9_src_cache_destroy(d9_src_cache *sc); /* accepts NULL */
+
+/* n bytes at absolute offset off of shard s were read from the source:
+ * count them against the tensors they overlap and drop the tensors that
+ * are now complete. Accepts sc == NULL (no-op). */
+void d9_src_cache_note(d9_src_cache *sc, int s, uint64_t off, uint64_t n);
+
+/* Tensors dropped so far (for tests and stats). */
+uint64_t d9_src_cache_ndropped(const d9_src_cache *sc);
+
+#endif
