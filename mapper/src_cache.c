@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "catalog.h"
@@ -15,6 +14,11 @@ struct d9_src_cache {
   _Atomic uint64_t *consumed; /* per tensor: bytes read from the source */
   atomic_uchar *done;         /* per tensor: dropped (or empty) */
   _Atomic uint64_t ndropped;
+  /* the last completions (shard << 32 | tensor + 1; 0 = none): each
+   * completion sweeps their windows again, as readahead in flight when
+   * they were dropped (locked pages, skipped) may have filled them since */
+  _Atomic uint64_t recent[D9_SRC_CACHE_RECENT];
+  atomic_uint next;
 };
 
 int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
@@ -58,7 +62,7 @@ static uint64_t end_of(const d9_src_tensor *t) { return t->offset + t->nbytes; }
  * (the shard's header too once its first tensor is done, its tail once its
  * last is), then the completed tensors within D9_SRC_CACHE_AHEAD after it:
  * the kernel's readahead for tensor i may have brought them back. */
-static void drop(d9_src_cache *sc, int s, int i) {
+static void drop_window(d9_src_cache *sc, int s, int i) {
   const d9_src_tensor *T = sc->cat->tensors;
   int lo_i = sc->first[s], hi_i = sc->first[s + 1] - 1;
   uint64_t lo = T[i].offset, hi = end_of(&T[i]);
@@ -80,6 +84,17 @@ static void drop(d9_src_cache *sc, int s, int i) {
     if (!more) break;
     lo = hi = end_of(&T[k]); /* skip tensor k: still being read */
   }
+}
+
+static void drop(d9_src_cache *sc, int s, int i) {
+  drop_window(sc, s, i);
+  for (int r = 0; r < D9_SRC_CACHE_RECENT; r++) {
+    uint64_t e = atomic_load_explicit(&sc->recent[r], memory_order_relaxed);
+    if (e) drop_window(sc, (int)(e >> 32), (int)(e & 0xffffffffu) - 1);
+  }
+  unsigned slot = atomic_fetch_add_explicit(&sc->next, 1, memory_order_relaxed);
+  atomic_store_explicit(&sc->recent[slot % D9_SRC_CACHE_RECENT],
+                        (uint64_t)s << 32 | (uint64_t)(i + 1), memory_order_relaxed);
   atomic_fetch_add_explicit(&sc->ndropped, 1, memory_order_relaxed);
 }
 

@@ -3,19 +3,21 @@
  * A buffered mount keeps what it served in its own page cache (keep_cache),
  * so after a full read the source's pages hold a second copy of the same
  * bytes. The tracker counts, per source tensor, the bytes read from the
- * source (preads and spliced source pieces); once a tensor's count reaches
- * its size, its byte range - widened over completed neighbours in the same
- * shard, by up to D9_SRC_CACHE_WIDEN bytes each side, so that large folios
- * straddling tensor boundaries go too - is dropped, and so are the
- * completed tensors up to D9_SRC_CACHE_AHEAD after it, which the kernel's
- * readahead for this one may have read back in (a file's tensors are not
- * read in file order when a target reorders them). Everything from the page cache
- * (d9_catalog_drop_cache: posix_fadvise DONTNEED). A tensor is dropped once;
- * a later read of it (another target, another rank, a re-read after the
- * mount's pages were evicted) comes from the disk. Counting bytes, not
- * coverage, means a tensor read twice in part may be dropped before every
- * byte was read: that costs a disk read, never a wrong byte (it is only a
- * hint to the kernel). Measurements: docs/performance.md, "Cache once".
+ * source (preads, and source pieces once spliced); once a tensor's count
+ * reaches its size, its byte range, widened over completed neighbours by up
+ * to D9_SRC_CACHE_WIDEN bytes (large folios straddle tensor boundaries), is
+ * dropped from the page cache (d9_catalog_drop_cache: posix_fadvise
+ * DONTNEED), and so are the completed tensors up to D9_SRC_CACHE_AHEAD
+ * after it, which the kernel's readahead for this one may have read back
+ * in (a target file that reorders tensors reads its source out of order);
+ * the last D9_SRC_CACHE_RECENT completions' windows are swept again at each
+ * completion, since readahead in flight (locked pages) escapes a drop.
+ * A tensor is dropped once; a later read of it (another target, another
+ * rank, a re-read after the mount's pages were evicted) comes from the
+ * disk. Counting bytes, not coverage, means a tensor read twice in part may
+ * be dropped before every byte was read: that costs a disk read, never a
+ * wrong byte (it is only a hint to the kernel). Measurements:
+ * docs/performance.md, "Cache once".
  *
  * Thread-safe (atomics). */
 #ifndef D9_SRC_CACHE_H
@@ -30,6 +32,8 @@ enum {
   D9_SRC_CACHE_WIDEN = 2 << 20,  /* the largest page-cache folio (x86-64 PMD) */
   D9_SRC_CACHE_AHEAD = 32 << 20, /* how far the kernel's readahead may run past a
                                     read (twice a read_ahead_kb of 16 MiB) */
+  D9_SRC_CACHE_RECENT = 4,       /* completions whose windows each completion sweeps
+                                    again (readahead in flight at their drop) */
 };
 
 /* A tracker over c's tensors. 0 or -ENOMEM. */
