@@ -114,6 +114,20 @@ static void plan_bytes(const d9_catalog *cat, const d9_plan *p, uint64_t *b) {
     }
 }
 
+int d9_mount_rank_need(const d9_mount *m, uint64_t *need) {
+  int nt = m->cat->ntensors;
+  uint64_t *b = calloc((size_t)nt + 1, sizeof *b);
+  if (!b) return -ENOMEM;
+  memset(need, 0, (size_t)nt * sizeof *need);
+  for (int r = 0; r < m->nranks; r++) {
+    memset(b, 0, (size_t)nt * sizeof *b);
+    plan_bytes(m->cat, m->rank_plans[r], b);
+    for (int i = 0; i < nt; i++) need[i] += b[i];
+  }
+  free(b);
+  return 0;
+}
+
 static uint64_t sum(const uint64_t *b, int n) {
   uint64_t s = 0;
   for (int i = 0; i < n; i++) s += b[i];

@@ -114,6 +114,16 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
                           diag)))
     goto fail;
   if ((rc = build_ranks(m, o, diag))) goto fail;
+  if (m->cat->src_cache && m->nranks) { /* drop a tensor after the last rank that reads it */
+    uint64_t *need = calloc((size_t)m->cat->ntensors + 1, sizeof *need);
+    if (!need || d9_mount_rank_need(m, need)) {
+      free(need);
+      rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+      goto fail;
+    }
+    d9_src_cache_set_need(m->cat->src_cache, need);
+    free(need);
+  }
   if ((rc = d9_mount_build_tree(m, diag))) goto fail;
   if ((rc = d9_mount_size_dynamic(m))) {
     d9_diag_fail(diag, ENOMEM, "out of memory");

@@ -167,6 +167,10 @@ int d9_mount_print_plan(const d9_mount *m, int fd);
  * share of them other trees pull too; with ranks, the bytes each node
  * (the tp ranks of one ep/pp cell) pulls. Written to fd; 0 or -errno. */
 int d9_mount_print_bytes(const d9_mount *m, int fd);
+/* need[0 .. source tensors): per source tensor, the bytes all rank views
+ * together pull from it on a full read of each (zeros without ranks).
+ * 0 or -ENOMEM. */
+int d9_mount_rank_need(const d9_mount *m, uint64_t *need);
 
 /* ---- plan_dot.c: the plan as a picture and as provenance ---- */
 struct d9_plan;

@@ -12,6 +12,7 @@ struct d9_src_cache {
   const d9_catalog *cat;
   int *first;                 /* per shard: index of its first tensor; [nshards] = ntensors */
   _Atomic uint64_t *consumed; /* per tensor: bytes read from the source */
+  uint64_t *need;             /* per tensor: bytes to count before the drop */
   atomic_uchar *done;         /* per tensor: dropped (or empty) */
   _Atomic uint64_t ndropped;
   /* the last completions (shard << 32 | tensor + 1; 0 = none): each
@@ -26,6 +27,7 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
   size_t nt = (size_t)c->ntensors + 1;
   if (!sc || !(sc->first = calloc((size_t)c->nshards + 1, sizeof *sc->first)) ||
       !(sc->consumed = calloc(nt, sizeof *sc->consumed)) ||
+      !(sc->need = calloc(nt, sizeof *sc->need)) ||
       !(sc->done = calloc(nt, sizeof *sc->done))) {
     d9_src_cache_destroy(sc);
     return -ENOMEM;
@@ -38,8 +40,10 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
     sc->first[s] = t;
   }
   sc->first[c->nshards] = c->ntensors;
-  for (int i = 0; i < c->ntensors; i++)
+  for (int i = 0; i < c->ntensors; i++) {
+    sc->need[i] = c->tensors[i].nbytes;
     if (!c->tensors[i].nbytes) atomic_init(&sc->done[i], 1);
+  }
   *out = sc;
   return 0;
 }
@@ -48,8 +52,14 @@ void d9_src_cache_destroy(d9_src_cache *sc) {
   if (!sc) return;
   free(sc->first);
   free(sc->consumed);
+  free(sc->need);
   free(sc->done);
   free(sc);
+}
+
+void d9_src_cache_set_need(d9_src_cache *sc, const uint64_t *need) {
+  for (int i = 0; i < sc->cat->ntensors; i++)
+    if (need[i]) sc->need[i] = need[i];
 }
 
 uint64_t d9_src_cache_ndropped(const d9_src_cache *sc) {
@@ -113,7 +123,7 @@ void d9_src_cache_note(d9_src_cache *sc, int s, uint64_t off, uint64_t n) {
     uint64_t hi = end < end_of(&T[i]) ? end : end_of(&T[i]);
     if (hi <= lo) continue;
     uint64_t before = atomic_fetch_add_explicit(&sc->consumed[i], hi - lo, memory_order_relaxed);
-    if (before < T[i].nbytes && before + (hi - lo) >= T[i].nbytes &&
+    if (before < sc->need[i] && before + (hi - lo) >= sc->need[i] &&
         !atomic_exchange_explicit(&sc->done[i], 1, memory_order_relaxed))
       drop(sc, s, i);
   }

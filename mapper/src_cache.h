@@ -45,6 +45,13 @@ void d9_src_cache_destroy(d9_src_cache *sc); /* accepts NULL */
  * are now complete. Accepts sc == NULL (no-op). */
 void d9_src_cache_note(d9_src_cache *sc, int s, uint64_t off, uint64_t n);
 
+/* Per tensor, the bytes to count before it is dropped (default: its
+ * size): for a mount with rank views, what all of them pull together, so
+ * that a tensor several ranks read (replicated, or experts under etp=1)
+ * is dropped only after the last of them. need[] is copied; a 0 entry
+ * keeps the tensor's size. */
+void d9_src_cache_set_need(d9_src_cache *sc, const uint64_t *need);
+
 /* Tensors dropped so far (for tests and stats). */
 uint64_t d9_src_cache_ndropped(const d9_src_cache *sc);
 

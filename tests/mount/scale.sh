@@ -126,6 +126,25 @@ bad_value() {
 mkdir -p "$WORK/mnt-bad"
 check "-o source_cache=some: refused, naming keep and drop" bad_value
 
+# ranks: two readers of a tp=2 mount at once; a tensor both read (the
+# norms, replicated) is dropped after the second (d9_mount_rank_need)
+ranks_case() {
+  local mnt=$WORK/mnt-ranks model src_res got
+  evict "${SHARDS[@]}"
+  do_mount "$SRC" "$SPECS/llama-to-megatron.json" "$mnt" -o tp=2 || return 1
+  cat "$mnt"/ranks/tp0/*.safetensors >/dev/null & local p0=$!
+  cat "$mnt"/ranks/tp1/*.safetensors >/dev/null & local p1=$!
+  wait $p0 && wait $p1 || { echo "a reader failed"; return 1; }
+  src_res=$(resident "${SHARDS[@]}")
+  got=$(grep -o '"bytes_read_source": [0-9]*' "$mnt/.d9dfs/stats.json" | grep -o '[0-9]*$')
+  fusermount3 -u "$mnt"
+  model=${src_res#* }
+  echo "source resident: $src_res; source bytes read $got of $model"
+  ratio_ok "$src_res" 0 10 && [ $((100 * got / model)) -le 110 ]
+}
+check "source_cache: default, tp=2, both rank trees read at once: <= 10% of the source cached, <= 1.1x the model read" \
+  ranks_case
+
 # ==== plan --bytes against stats.json ====
 source_bytes() { grep -o '"bytes_read_source": [0-9]*' "$1/.d9dfs/stats.json" | grep -o '[0-9]*$'; }
 # bytes_case OPTS: every tree of the plan; 0 when all equal
