@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "json_strict.h"
+#include "src_cache.h"
 
 enum { INDEX_MAX = 256u << 20, CONFIG_MAX = 16u << 20 };
 #define ADAPTER "adapter_model.safetensors" /* a PEFT adapter's weights */
@@ -467,11 +468,19 @@ ssize_t d9_catalog_read_file(const d9_catalog *c, const char *name, int fd,
 }
 
 int d9_catalog_pread_unchecked(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {
-  return pread_full(c->shards[s].fd, buf, n, off);
+  int rc = pread_full(c->shards[s].fd, buf, n, off);
+  if (!rc) d9_src_cache_note(c->src_cache, s, off, n);
+  return rc;
 }
 
 int d9_catalog_pread(const d9_catalog *c, int s, void *buf, size_t n, uint64_t off) {
   int rc = pread_full(c->shards[s].fd, buf, n, off);
+  if (!rc) d9_src_cache_note(c->src_cache, s, off, n);
   int st = d9_catalog_check(c, s);
   return st ? st : rc;
+}
+
+int d9_catalog_drop_cache(const d9_catalog *c, int s, uint64_t off, uint64_t n) {
+  if (s < 0 || s >= c->nshards) return -EINVAL;
+  return -posix_fadvise(c->shards[s].fd, (off_t)off, (off_t)n, POSIX_FADV_DONTNEED);
 }

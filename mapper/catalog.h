@@ -77,6 +77,8 @@ typedef struct d9_catalog {
   size_t config_len;
   struct stat config_st; /* config.json at open (mode, owner); zeroed if absent */
   d9_st_budget meta;     /* header metadata limit and use (st_header.h) */
+  struct d9_src_cache *src_cache; /* -o source_cache=drop: told of every shard pread
+                                     (src_cache.h); NULL = source pages kept */
 } d9_catalog;
 
 /* Flags for d9_catalog_open_flags. */
@@ -135,6 +137,11 @@ int d9_catalog_check_file(const d9_catalog *c, const char *name, int fd,
  * logged). Returns n, -EIO (error or short read) or -ESTALE. Thread-safe. */
 ssize_t d9_catalog_read_file(const d9_catalog *c, const char *name, int fd,
                              const struct stat *st, void *buf, size_t n, uint64_t off);
+
+/* Drop bytes [off, off+n) of shard s from the page cache (n = 0: to the
+ * end of the file): posix_fadvise(POSIX_FADV_DONTNEED), a hint that never
+ * changes what a read returns. 0 or -errno. Thread-safe. */
+int d9_catalog_drop_cache(const d9_catalog *c, int s, uint64_t off, uint64_t n);
 
 /* Open a regular file of the source by its relative path (no leading '/',
  * no '.' or '..' component; with D9_CATALOG_CONFINE nothing resolving

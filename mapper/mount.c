@@ -18,6 +18,7 @@
 #include "config_patch.h"
 #include "json_strict.h"
 #include "rank.h"
+#include "src_cache.h"
 
 enum { SPEC_MAX = 16u << 20 };
 
@@ -89,6 +90,10 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   if ((rc = d9_catalog_open_ex(o->src_dir, o->confine_links ? D9_CATALOG_CONFINE : 0,
                                meta_mib << 20, &m->cat, diag)))
     goto fail;
+  if (o->source_cache == D9_SOURCE_CACHE_DROP && d9_src_cache_create(m->cat, &m->cat->src_cache)) {
+    rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+    goto fail;
+  }
   if (o->reverse && m->cat->config && (rc = d9_config_restore(m->cat, diag))) goto fail;
   if (o->reverse) {
     m->fwd_spec = m->spec; /* the reversed rules borrow its strings */
@@ -113,6 +118,16 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
                           diag)))
     goto fail;
   if ((rc = build_ranks(m, o, diag))) goto fail;
+  if (m->cat->src_cache && m->nranks) { /* drop a tensor after the last rank that reads it */
+    uint64_t *need = calloc((size_t)m->cat->ntensors + 1, sizeof *need);
+    if (!need || d9_mount_rank_need(m, need)) {
+      free(need);
+      rc = d9_diag_fail(diag, ENOMEM, "out of memory");
+      goto fail;
+    }
+    d9_src_cache_set_need(m->cat->src_cache, need);
+    free(need);
+  }
   if ((rc = d9_mount_build_tree(m, diag))) goto fail;
   if ((rc = d9_mount_size_dynamic(m))) {
     d9_diag_fail(diag, ENOMEM, "out of memory");
@@ -137,6 +152,7 @@ void d9_mount_close(d9_mount *m) {
   free(m->rank_plans);
   d9_arena_destroy(m->rank_arena);
   d9_graph_destroy(m->graph);
+  if (m->cat) d9_src_cache_destroy(m->cat->src_cache);
   d9_catalog_close(m->cat);
   d9_spec_destroy(m->spec);
   d9_spec_destroy(m->fwd_spec);
@@ -198,10 +214,41 @@ static void log_read_error(const d9_mount *m, const d9_vfile *vf, uint64_t off, 
           r == -ESTALE ? ": remount after a source changed" : "");
 }
 
+/* -o source_cache=drop and source pieces: the front end splices them
+ * into a pipe after this returns, and the source pages can be dropped only
+ * once the reply has left the pipe. So each thread counts its last read's
+ * pieces as read at its next read (a thread serves one request at a time);
+ * what a thread read last stays cached (at most one reply). sc is compared,
+ * never dereferenced, before the thread's next read of the same mount. */
+static _Thread_local struct {
+  d9_src_cache *sc;
+  int n;
+  struct { int shard; uint64_t off, len; } p[D9_READ_MAXPIECES];
+} deferred;
+
+static void flush_deferred(d9_src_cache *sc) {
+  if (deferred.sc == sc)
+    for (int i = 0; i < deferred.n; i++)
+      d9_src_cache_note(sc, deferred.p[i].shard, deferred.p[i].off, deferred.p[i].len);
+  deferred.n = 0;
+}
+
+static void defer_pieces(d9_src_cache *sc, const d9_piece *pieces, int np) {
+  if (!sc) return;
+  deferred.sc = sc;
+  for (int i = 0; i < np; i++)
+    if (!pieces[i].mem) {
+      deferred.p[deferred.n].shard = pieces[i].shard;
+      deferred.p[deferred.n].off = pieces[i].off;
+      deferred.p[deferred.n++].len = pieces[i].len;
+    }
+}
+
 /* d9_mount_read, and d9_mount_read_pieces when pieces is set. */
 static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
                           d9_piece *pieces, int *npieces) {
   const d9_vnode *v = d9_mount_node(m, idx);
+  if (m->cat->src_cache) flush_deferred(m->cat->src_cache);
   if (npieces) *npieces = 0;
   if (!v) return -EINVAL;
   if (v->kind == D9_NODE_DIR) return -EISDIR;
@@ -217,6 +264,7 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
   ssize_t r = d9_readpool_read(m->pool, &rc, vf, off, n, buf, &split);
   if (split) atomic_fetch_add_explicit(&m->split_reads, 1, memory_order_relaxed);
   if (pieces && r >= 0) *npieces = d9_eval_pieces(&rc, buf, (size_t)r, pieces);
+  if (pieces && r >= 0) defer_pieces(m->cat->src_cache, pieces, *npieces);
   d9_readpool_put(m->pool, rc.scratch);
   atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->bytes_read_source, rc.src_bytes, memory_order_relaxed);

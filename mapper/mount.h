@@ -44,9 +44,15 @@ typedef struct d9_mount_opts {
   int confine_links;      /* source symlinks must resolve inside it (or a hub snapshot's
                              blobs): set for -o allow_other without -o follow_links */
   int follow_links;       /* -o follow_links: follow them wherever they point */
+  int source_cache;       /* -o source_cache=: D9_SOURCE_CACHE_KEEP (0, the library's
+                             default) or D9_SOURCE_CACHE_DROP: drop each source tensor
+                             from the page cache once read (mapper/src_cache.h); the
+                             CLI drops on buffered mounts, keeps with direct_io */
   uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
   uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
 } d9_mount_opts;
+
+enum { D9_SOURCE_CACHE_KEEP = 0, D9_SOURCE_CACHE_DROP = 1 };
 
 typedef enum {
   D9_NODE_DIR,
@@ -155,6 +161,16 @@ const char *d9_mount_lossy(const d9_mount *m, int i);
 /* The human-readable plan (`d9dfs plan`): files, tensors, shapes, dtypes,
  * the rule that makes each, and the validation report. Written to fd. */
 int d9_mount_print_plan(const d9_mount *m, int fd);
+
+/* `d9dfs plan --bytes` (bytes_report.c): per tree (the full view, or each
+ * ranks/NAME view) the bytes a full read pulls from the source and the
+ * share of them other trees pull too; with ranks, the bytes each node
+ * (the tp ranks of one ep/pp cell) pulls. Written to fd; 0 or -errno. */
+int d9_mount_print_bytes(const d9_mount *m, int fd);
+/* need[0 .. source tensors): per source tensor, the bytes all rank views
+ * together pull from it on a full read of each (zeros without ranks).
+ * 0 or -ENOMEM. */
+int d9_mount_rank_need(const d9_mount *m, uint64_t *need);
 
 /* ---- plan_dot.c: the plan as a picture and as provenance ---- */
 struct d9_plan;

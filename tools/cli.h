@@ -20,6 +20,7 @@ typedef struct d9_cli {
   int force;           /* convert --force: write into a non-empty OUTDIR */
   int jobs;            /* convert --jobs N: files converted at once (0 = 1) */
   int dot;             /* plan --dot: Graphviz instead of the table */
+  int bytes;           /* plan --bytes: source bytes per tree (bytes_report.c) */
   int verbose;         /* plan -v: per target tensor its sources and op chain */
 } d9_cli;
 

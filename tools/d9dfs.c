@@ -32,6 +32,9 @@ static const char mount_usage[] =
     "  -o no_splice       copy every reply (the default)\n"
     "  -o direct_io       read() bypasses the page cache: faster cold streaming\n"
     "                     reads (cp, cat), re-reads not cached; mmap still cached\n"
+    "  -o source_cache=P  keep or drop: drop each source tensor from the page cache\n"
+    "                     once served, so the model is cached once, by the mount\n"
+    "                     (default: drop; keep with direct_io)\n"
     "  -o allow_other     let other users read what they could read in SRC (implies\n"
     "                     default_permissions); source symlinks must stay inside SRC\n"
     "  -o follow_links    with allow_other: follow source symlinks wherever they point\n"
@@ -67,14 +70,18 @@ static const char mount_usage[] =
     "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n";
 
 static const char plan_usage[] =
-    "usage: d9dfs plan SRC SPEC [--reverse] [--lenient] [--force] [-v | --dot] [-o shard_size=B]\n"
+    "usage: d9dfs plan SRC SPEC [--reverse] [--lenient] [--force] [-v | --dot | --bytes]\n"
+    "                  [-o shard_size=B] [-o tp=T,ep=E,pp=P]\n"
     "\n"
     "The target tree without reading tensor data: files, tensors, shapes, dtypes, the\n"
     "rule that makes each, findings and lossy steps. Non-zero exit on a mistake.\n"
     "  --force use SPEC although its applies_to does not fit SRC (warning)\n"
     "  -v      per target tensor: its source tensors and the chain of operations\n"
     "  --dot   the plan as a Graphviz graph: source tensors -> rules and operations ->\n"
-    "          target tensors -> files, lossy steps in red (d9dfs plan --dot ... | dot -Tsvg)\n";
+    "          target tensors -> files, lossy steps in red (d9dfs plan --dot ... | dot -Tsvg)\n"
+    "  --bytes per tree (the full view, or each ranks/ view with -o tp=,ep=,pp=): the bytes\n"
+    "          a full read pulls from the source, those other trees pull too, and the\n"
+    "          bytes each node (the tp ranks of one ep/pp cell) pulls\n";
 
 static const char check_usage[] =
     "usage: d9dfs check SRC SPEC [--lenient] [--force]\n"
@@ -165,6 +172,7 @@ static int parse_args(int argc, char **argv, char **pos, int maxpos, d9_cli *c,
     else if (!strcmp(a, "--keep")) c->keep = 1;
     else if (!strcmp(a, "--force")) c->force = 1; /* convert: OUTDIR; others: applies_to */
     else if (!strcmp(a, "--dot")) c->dot = 1;
+    else if (!strcmp(a, "--bytes")) c->bytes = 1;
     else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) c->verbose = 1;
     else if (!strcmp(a, "--jobs") || !strncmp(a, "--jobs=", 7)) {
       const char *s = a[6] ? a + 7 : i + 1 < argc ? argv[++i] : "";
@@ -258,6 +266,7 @@ static int cmd_cat(d9_mount *m, char **pos, int npos) {
 
 static int cmd_plan(d9_mount *m, const d9_cli *c) {
   if (c->dot) return d9_mount_write_dot(m, STDOUT_FILENO) ? 1 : 0;
+  if (c->bytes) return d9_mount_print_bytes(m, STDOUT_FILENO) ? 1 : 0;
   if (c->verbose) return d9_mount_print_provenance(m, STDOUT_FILENO) ? 1 : 0;
   return d9_mount_print_plan(m, STDOUT_FILENO) ? 1 : 0;
 }
@@ -294,6 +303,9 @@ static int run(int k, char **pos, int npos, d9_cli *c, const char *self) {
     long n = sysconf(_SC_NPROCESSORS_ONLN) - 1;
     c->mo.threads = n < 1 ? 1 : n > 8 ? 8 : (int)n;
   }
+  if (c->mo.source_cache < 0) /* the mount's page cache holds what it served */
+    c->mo.source_cache = k == C_MOUNT && !c->fo.direct_io ? D9_SOURCE_CACHE_DROP
+                                                           : D9_SOURCE_CACHE_KEEP;
   d9_mount *m = open_or_die(src, spec, &c->mo);
   if (!m) return 1;
   int rc;
@@ -325,6 +337,7 @@ int main(int argc, char **argv) {
   while (k < NCMDS && strcmp(argv[1], cmds[k].name)) k++;
   d9_cli c = {0};
   c.fo.readahead_kb = -1;
+  c.mo.source_cache = -1; /* unset: run() picks by mount kind */
   /* mount(8)'s helper form: d9dfs SRC MNT -o spec=SPEC,... */
   c.helper = k == NCMDS && argv[1][0] != '-' && argc >= 3;
   if (k == NCMDS && !c.helper) {

@@ -15,7 +15,7 @@ typedef enum {
   O_ALLOW_OTHER, O_AUTO_UNMOUNT, O_TP, O_EP, O_PP, O_ETP, O_DEVICE, O_THREADS, O_MEM,
   O_VOCAB_DIV, O_PP_LAYERS, O_INJECT_EIO, O_INJECT_ENOMEM, O_SHARD_SIZE, O_SPEC, O_LOG,
   O_FSNAME, O_SUBTYPE, O_UID, O_GID, O_RO, O_RW, O_DEFAULT_PERMISSIONS, O_KERNEL_CACHE,
-  O_UMASK, O_FORCE, O_FOLLOW_LINKS, O_META_MIB, O_IGNORED,
+  O_UMASK, O_FORCE, O_FOLLOW_LINKS, O_META_MIB, O_SOURCE_CACHE, O_IGNORED,
 } opt_id;
 
 typedef struct opt_def {
@@ -46,6 +46,7 @@ static const opt_def opts[] = {
     {"threads", INT, 1, 8, O_THREADS},
     {"mem", INT, 1, 1 << 20, O_MEM},
     {"meta_mib", INT, 1, 1 << 20, O_META_MIB},
+    {"source_cache", STR, 0, 0, O_SOURCE_CACHE},
     {"vocab_divisible_by", INT, 1, 1 << 20, O_VOCAB_DIV},
     {"pp_layers", STR, 0, 0, O_PP_LAYERS},
     {"inject_eio", INT, 1, LLONG_MAX, O_INJECT_EIO},
@@ -150,6 +151,13 @@ static int apply(const opt_def *d, const char *v, long long x, d9_cli *c) {
     case O_THREADS: mo->threads = (int)x; break;
     case O_MEM: mo->mem_budget_mb = (uint64_t)x; break;
     case O_META_MIB: mo->meta_mib = (uint64_t)x; break;
+    case O_SOURCE_CACHE:
+      if (strcmp(v, "keep") && strcmp(v, "drop")) {
+        fprintf(stderr, "d9dfs: -o source_cache=%s: must be keep or drop\n", v);
+        return -1;
+      }
+      mo->source_cache = v[0] == 'd' ? D9_SOURCE_CACHE_DROP : D9_SOURCE_CACHE_KEEP;
+      break;
     case O_VOCAB_DIV: mo->vocab_divisible_by = (int)x; break;
     case O_PP_LAYERS: return parse_pp_layers(v, mo);
     case O_INJECT_EIO: mo->inject_pread_every = (uint64_t)x; break;
