@@ -179,7 +179,7 @@ shard_fault() { # NAME 'mutation' WANT(regex of readall words)
   check "$name: the mount stays up: stat, readdir and config.json still work" bash -c \
     "stat '$mnt/model.safetensors' >/dev/null && ls '$mnt' | grep -qx config.json && cmp -s '$mnt/config.json' '$WORK/ref.id/config.json'"
   check "$name: the log names the virtual file, the tensor and the source shard" \
-    grep -qE "read model\\.safetensors .*tensor '[^']+' \\(source shard $SH2\\)" "$mnt.log"
+    eventually grep -qE "read model\\.safetensors .*tensor '[^']+' \\(source shard $SH2\\)" "$mnt.log"
   check "$name: stats.json counts the errors" grep -qE '"errors": [1-9]' "$mnt/.d9dfs/stats.json"
   fusermount3 -u "$mnt"
 }
@@ -194,7 +194,7 @@ if do_mount "$SRC" "$ID" "$mnt" -o inject_eio=3; then
   r=$(readall "$mnt/model.safetensors" "$WORK/ref.id/model.safetensors" direct)
   check "inject_eio=3: a read gets EIO ($r)" test "$r" = EIO
   check "inject_eio=3: the log names the virtual file, the tensor and the source shard" \
-    grep -qE "read model\\.safetensors .*tensor '[^']+' \\(source shard model-0000[123]-of-00003\\.safetensors\\): Input/output error" "$mnt.log"
+    eventually grep -qE "read model\\.safetensors .*tensor '[^']+' \\(source shard model-0000[123]-of-00003\\.safetensors\\): Input/output error" "$mnt.log"
   check "inject_eio=3: the mount stays up (config.json, readdir)" bash -c \
     "cmp -s '$mnt/config.json' '$WORK/ref.id/config.json' && ls '$mnt' | grep -qx model.safetensors"
   fusermount3 -u "$mnt"
@@ -235,7 +235,7 @@ EOF
   check "$3: some reads get ENOMEM, none another error, every range right on retry ($out)" \
     bash -c "grep -qE 'enomem=[1-9][0-9]* other=0 bad=0' <<<'$out'"
   check "$3: the log names the file and 'cannot allocate memory'" \
-    grep -qiE "read model\\.safetensors .*cannot allocate memory" "$mnt.log"
+    eventually grep -qiE "read model\\.safetensors .*cannot allocate memory" "$mnt.log"
   if [ "$1" = split ]; then
     check "$3: reads were split" \
       test "$(sed -n 's/.*"split_reads": \([0-9]*\).*/\1/p' "$mnt/.d9dfs/stats.json")" -gt 0

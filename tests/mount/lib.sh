@@ -31,6 +31,14 @@ trap cleanup EXIT
 ok() { echo "ok   - $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL - $*"; fail=$((fail + 1)); }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+# eventually CMD...: CMD succeeds within 20 s (polled every 0.1 s), for
+# what a daemon does after the reader returns, such as its log line (the
+# log relay writes it from its own thread)
+eventually() {
+  local i
+  for i in $(seq 200); do "$@" 2>/dev/null && return 0; sleep 0.1; done
+  "$@"
+}
 
 if [ ! -c /dev/fuse ]; then
   if [ "${CI:-}" = true ]; then echo "FAIL - /dev/fuse is missing in CI"; exit 1; fi

@@ -213,7 +213,7 @@ for opts in "" "splice"; do
     check "$label: a shard rewritten with its mtime restored: the read fails ($r), never the new bytes" \
       bash -c "[ '$r' = EIO ] || [ '$r' = ESTALE ]"
     check "$label: the daemon names the shard and says remount" \
-      grep -q "$SH2: changed under the mount (ctime.*remount after a source changed" "$S.mnt.log"
+      eventually grep -q "$SH2: changed under the mount (ctime.*remount after a source changed" "$S.mnt.log"
   else
     bad "$label: rewriting $SH2 in place with its mtime restored failed"
   fi
