@@ -14,11 +14,6 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@" d9cli
 
 # poll CMD until it succeeds, at most 20 s
-wait_for() {
-  local i
-  for i in $(seq 2000); do "$@" && return 0; sleep 0.01; done
-  return 1
-}
 
 # ---- help and versions ----
 for sub in mount plan check convert cat specs demo; do
@@ -187,7 +182,7 @@ interrupt() { # SIGNAL EXPECTED_STATUS
   local out=$WORK/int-$1 pid rc
   "$D9DFS" convert "$BIG" cast-f32-to-bf16 "$out" 2>"$out.err" &
   pid=$!
-  wait_for test -e "$out/.model.safetensors.d9dfs-tmp" || { echo "  no temporary seen"; return 1; }
+  eventually test -e "$out/.model.safetensors.d9dfs-tmp" || { echo "  no temporary seen"; return 1; }
   kill -STOP "$pid"
   if [ -e "$out/model.safetensors" ]; then echo "  finished before it could be stopped"; return 1; fi
   kill "-$1" "$pid"
@@ -223,7 +218,7 @@ daemon=$(for p in /proc/[0-9]*; do
     grep -qxF "$SRC $M" && basename "$p"; done || true)
 check "the daemon runs as d9dfs SRC MNT (pid ${daemon:-none})" test -n "$daemon"
 check "umount MNT ends it" umount "$M"
-check "the daemon exits after umount" wait_for test ! -e "/proc/${daemon:-0}"
+check "the daemon exits after umount" eventually test ! -e "/proc/${daemon:-0}"
 check "the helper form without spec= fails with a hint" bash -c '
   "$0" "$1" "$2" -o ro 2>&1 | grep -q "spec=SPEC is missing"' "$D9DFS" "$SRC" "$M"
 
@@ -234,7 +229,7 @@ check "... and nothing was mounted" bash -c "! mountpoint -q '$WORK/m0'"
 LOG=$WORK/daemon.log
 do_mount "$SRC" llama-to-megatron "$M" -o log="$LOG",inject_eio=1
 check "inject_eio: a read fails" bash -c "! cat '$M/model.safetensors' >/dev/null 2>&1"
-wait_for grep -q "Input/output error" "$LOG" || true
+eventually grep -q "Input/output error" "$LOG" || true
 line=$(grep -m1 "tensor '" "$LOG" || true)
 echo "  log: $line"
 check "the log line names the mount point" grep -qF "d9dfs: $(readlink -f "$M"): read" <<<"$line"
@@ -263,10 +258,10 @@ with open(sys.argv[1], "ab", buffering=0) as out:
 PY
   BGPIDS+=($!)
   trap 'rm -f /dev/log; cleanup' EXIT
-  wait_for test -S /dev/log
+  eventually test -S /dev/log
   "$D9DFS" mount "$SRC" llama-to-megatron "$M" -o inject_eio=1 2>/dev/null
   check "syslog: a read fails" bash -c "! cat '$M/model.safetensors' >/dev/null 2>&1"
-  wait_for grep -q "Input/output error" "$WORK/syslog.txt" || true
+  eventually grep -q "Input/output error" "$WORK/syslog.txt" || true
   line=$(grep -am1 "tensor '" "$WORK/syslog.txt" || true)
   echo "  syslog: $line"
   check "syslog: facility daemon, priority err, ident d9dfs, the mount point" \
