@@ -13,8 +13,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@" d9cli
 
-# poll CMD until it succeeds, at most 20 s
-
 # ---- help and versions ----
 for sub in mount plan check convert cat specs demo; do
   out=$("$D9DFS" "$sub" --help) && rc=0 || rc=$?
