@@ -39,6 +39,9 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   m->rank_names = d9_arena_calloc(m->arena, (size_t)n, sizeof(char *));
   if (!m->rank_arena || !m->rank_plans || !m->rank_names)
     return d9_diag_fail(diag, ENOMEM, "out of memory");
+  d9_rank_prep *prep; /* what each target is, matched once for all ranks */
+  int prc = d9_rank_prepare(m->spec, m->graph, m->rank_arena, &prep, diag);
+  if (prc) return prc;
   for (int t = 0; t < ro.tp; t++)
     for (int e = 0; e < ro.ep; e++)
       for (int p = 0; p < ro.pp; p++) {
@@ -46,8 +49,8 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
         d9_target *tg;
         int ntg, rc;
         d9_rank_name(&ro, t, e, p, name, sizeof name);
-        if ((rc = d9_rank_targets(m->spec, m->cat, m->graph, &ro, t, e, p, m->rank_arena, &tg,
-                                  &ntg, diag)))
+        if ((rc = d9_rank_targets_prepared(m->spec, m->cat, m->graph, prep, &ro, t, e, p,
+                                           m->rank_arena, &tg, &ntg, diag)))
           return rc;
         int r = m->nranks;
         if (!(m->rank_names[r] = d9_arena_strdup(m->arena, name)))

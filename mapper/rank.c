@@ -132,14 +132,66 @@ static d9_node *tp_slice(const d9_spec *s, const d9_catalog *c, const d9_target 
   }
 }
 
-/* Experts per-expert tensors of style par: the largest index + 1. */
-static int64_t expert_count(const d9_graph *g, const d9_parallel *par) {
-  int64_t n = 0;
-  for (int i = 0; i < g->ntargets; i++) {
-    int64_t e = cap_int(par->pattern, par->capture, g->targets[i].name);
-    if (e + 1 > n) n = e + 1;
+struct d9_rank_prep {
+  const d9_parallel **par;  /* per target: its style, or NULL */
+  int64_t *layer;           /* per target: its pipeline layer, or -1 */
+  unsigned char *edge;      /* per target: 1 first-stage, 2 last-stage tensor */
+  int64_t *expert;          /* per target: its expert index (capture styles), or -1 */
+  int64_t *nexperts;        /* per s->par entry: the largest expert index + 1 */
+  int64_t *nexperts_rule;   /* the same per rule, for a rule's own expert style */
+  int64_t nlayers;          /* the largest layer + 1 */
+};
+
+int d9_rank_prepare(const d9_spec *s, const d9_graph *g, d9_arena *a, d9_rank_prep **out,
+                    d9_diag *diag) {
+  const d9_pipeline *pl = &s->pipeline;
+  size_t n = (size_t)g->ntargets;
+  d9_rank_prep *r = d9_arena_calloc(a, 1, sizeof *r);
+  if (!r || !(r->par = d9_arena_calloc(a, n + 1, sizeof *r->par)) ||
+      !(r->layer = d9_arena_calloc(a, n + 1, sizeof *r->layer)) ||
+      !(r->edge = d9_arena_calloc(a, n + 1, 1)) ||
+      !(r->expert = d9_arena_calloc(a, n + 1, sizeof *r->expert)) ||
+      !(r->nexperts = d9_arena_calloc(a, (size_t)s->npar + 1, sizeof *r->nexperts)) ||
+      !(r->nexperts_rule = d9_arena_calloc(a, (size_t)s->nrules + 1, sizeof *r->nexperts_rule)))
+    return d9_diag_fail(diag, ENOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    const d9_target *tg = &g->targets[i];
+    r->layer[i] = pl->layers ? cap_int(pl->layers, pl->capture, tg->name) : -1;
+    if (r->layer[i] + 1 > r->nlayers) r->nlayers = r->layer[i] + 1;
+    for (int k = 0; pl->layers && r->layer[i] < 0 && k < pl->nfirst; k++) {
+      d9_caps caps = {0};
+      if (d9_pattern_match(pl->first[k], tg->name, &caps)) r->edge[i] |= 1;
+    }
+    for (int k = 0; pl->layers && r->layer[i] < 0 && k < pl->nlast; k++) {
+      d9_caps caps = {0};
+      if (d9_pattern_match(pl->last[k], tg->name, &caps)) r->edge[i] |= 2;
+    }
+    const d9_parallel *par = r->par[i] = style_of(s, tg);
+    r->expert[i] = par && par->style == D9_PAR_EXPERT && par->capture
+                       ? cap_int(par->pattern, par->capture, tg->name) : -1;
   }
-  return n;
+  /* an expert style's count: the largest index its pattern captures in
+   * any target (whatever that target's own style) */
+  for (int k = 0; k < s->npar + s->nrules; k++) {
+    const d9_parallel *par = k < s->npar ? &s->par[k] : s->rules[k - s->npar].par;
+    int64_t *cnt = k < s->npar ? &r->nexperts[k] : &r->nexperts_rule[k - s->npar];
+    if (!par || par->style != D9_PAR_EXPERT || !par->capture || !par->pattern) continue;
+    for (size_t i = 0; i < n; i++) {
+      int64_t e = r->par[i] == par ? r->expert[i] : cap_int(par->pattern, par->capture,
+                                                              g->targets[i].name);
+      if (e + 1 > *cnt) *cnt = e + 1;
+    }
+  }
+  *out = r;
+  return 0;
+}
+
+/* The expert count of style par (a spec-level entry, or a rule's). */
+static int64_t expert_count(const d9_spec *s, const d9_rank_prep *r, const d9_parallel *par) {
+  if (par >= s->par && par < s->par + s->npar) return r->nexperts[par - s->par];
+  for (int k = 0; k < s->nrules; k++)
+    if (s->rules[k].par == par) return r->nexperts_rule[k];
+  return 0;
 }
 
 /* A "shared" tied rule whose flag is set made no target (Megatron-Core's
@@ -172,6 +224,14 @@ static int cmp_target(const void *x, const void *y) {
 int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
                     const d9_rank_opts *o, int t, int e, int p, d9_arena *a,
                     d9_target **out, int *nout, d9_diag *diag) {
+  d9_rank_prep *prep;
+  int rc = d9_rank_prepare(s, g, a, &prep, diag);
+  return rc ? rc : d9_rank_targets_prepared(s, c, g, prep, o, t, e, p, a, out, nout, diag);
+}
+
+int d9_rank_targets_prepared(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
+                             const d9_rank_prep *prep, const d9_rank_opts *o, int t, int e,
+                             int p, d9_arena *a, d9_target **out, int *nout, d9_diag *diag) {
   const d9_pipeline *pl = &s->pipeline;
   if (o->etp > 1 && o->etp != o->tp)
     return d9_diag_fail(diag, EINVAL, "etp=%d: the expert tensor parallel size must be 1 or "
@@ -182,10 +242,7 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
   /* pipeline: the layer range of stage p */
   int64_t nlayers = 0, l0 = 0, ln = 0;
   if (pl->layers) {
-    for (int i = 0; i < g->ntargets; i++) {
-      int64_t L = cap_int(pl->layers, pl->capture, g->targets[i].name);
-      if (L + 1 > nlayers) nlayers = L + 1;
-    }
+    nlayers = prep->nlayers;
     if (o->npp_layers) {
       int64_t sum = 0;
       for (int i = 0; i < o->npp_layers; i++) {
@@ -211,30 +268,22 @@ int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
     d9_target r = *tg;
     /* pipeline stage */
     if (pl->layers) {
-      int64_t L = cap_int(pl->layers, pl->capture, tg->name);
+      int64_t L = prep->layer[i];
       int on = 1;
       if (L >= 0) {
         on = L >= l0 && L < l0 + ln;
         if (on && pl->renumber && !(r.name = renumber(a, pl->layers, pl->capture, r.name, L - l0)))
           return d9_diag_fail(diag, ENOMEM, "out of memory");
       } else {
-        int first = 0, last = 0;
-        for (int k = 0; k < pl->nfirst; k++) {
-          d9_caps caps = {0};
-          first |= d9_pattern_match(pl->first[k], tg->name, &caps);
-        }
-        for (int k = 0; k < pl->nlast; k++) {
-          d9_caps caps = {0};
-          last |= d9_pattern_match(pl->last[k], tg->name, &caps);
-        }
+        int first = prep->edge[i] & 1, last = prep->edge[i] & 2;
         if (first || last) on = (first && p == 0) || (last && p == o->pp - 1);
       }
       if (!on) continue;
     }
-    const d9_parallel *par = style_of(s, tg);
+    const d9_parallel *par = prep->par[i];
     if (par && par->style == D9_PAR_EXPERT) {
       if (par->capture) {
-        int64_t ex = cap_int(par->pattern, par->capture, tg->name), total = expert_count(g, par);
+        int64_t ex = prep->expert[i], total = expert_count(s, prep, par);
         int64_t st, cnt;
         d9_rank_share(total, e, o->ep, &st, &cnt);
         if (ex < 0)

@@ -42,11 +42,25 @@ typedef struct d9_rank_opts {
  * owns by the remainder rule. */
 void d9_rank_share(int64_t total, int r, int n, int64_t *start, int64_t *count);
 
+/* What every rank needs to know of each target, matched once per graph
+ * rather than once per rank (a DeepSeek-V3 graph has ~90,000 targets and a
+ * tp=8,ep=8,pp=8 mount 512 ranks): its parallel style, its pipeline layer,
+ * whether it is a first/last-stage tensor, its expert index; and the
+ * expert count of each expert style. Arena-owned. */
+typedef struct d9_rank_prep d9_rank_prep;
+int d9_rank_prepare(const d9_spec *s, const d9_graph *g, d9_arena *a, d9_rank_prep **out,
+                    d9_diag *diag);
+
 /* The targets of rank (t, e, p): nodes and names from a, sorted by name.
- * Returns 0 or -errno with diag naming the tensor, the style and the sizes. */
+ * prep: from d9_rank_prepare for s and g, or NULL (then prepared here, into
+ * a). Returns 0 or -errno with diag naming the tensor, the style and the
+ * sizes. */
 int d9_rank_targets(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
                     const d9_rank_opts *o, int t, int e, int p, d9_arena *a,
                     d9_target **out, int *nout, d9_diag *diag);
+int d9_rank_targets_prepared(const d9_spec *s, const d9_catalog *c, const d9_graph *g,
+                             const d9_rank_prep *prep, const d9_rank_opts *o, int t, int e,
+                             int p, d9_arena *a, d9_target **out, int *nout, d9_diag *diag);
 
 /* "tp0", "tp1-ep2", "tp0-pp1", "tp0-ep1-pp1" into buf. */
 const char *d9_rank_name(const d9_rank_opts *o, int t, int e, int p, char *buf, size_t cap);
