@@ -126,6 +126,7 @@ static int reply_spliced(fuse_req_t req, fs_state *s, rbuf *b, int idx, uint64_t
   if (!e && d9_mount_check_pieces(s->m, idx, p, np))
     fprintf(stderr, "d9dfs: read %s: offset %llu length %zu: served while its source "
             "changed\n", d9_mount_node(s->m, idx)->name, (unsigned long long)off, r);
+  d9_mount_pieces_sent(s->m, p, np); /* the pipe's page references are gone */
   return 0;
 }
 

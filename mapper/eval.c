@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Scratch is a stack in rc->scratch; past its end, push falls back to malloc
@@ -42,6 +43,11 @@ static int fill_source(d9_read_ctx *rc, const d9_node *x, int64_t start, int64_t
   if (rc->faults && inject(&rc->faults->preads, rc->faults->pread_every)) {
     rc->failed_src = t;
     return -EIO;
+  }
+  if (rc->faults && rc->faults->delay_ms) {
+    struct timespec ts = {(time_t)(rc->faults->delay_ms / 1000),
+                          (long)(rc->faults->delay_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
   }
   uint64_t off = t->offset + (uint64_t)start * es;
   unsigned char *o = out;

@@ -27,11 +27,12 @@
 
 #define D9_SCRATCH_BYTES (2u << 20)
 
-/* Fault injection for tests (mount option -o inject=...): every Nth source
- * read fails with EIO, every Nth scratch allocation with ENOMEM. 0 = off.
- * The counters are shared by all reads of a mount. */
+/* Fault injection for tests (mount options -o inject_...): every Nth source
+ * read fails with EIO, every Nth scratch allocation with ENOMEM, every source
+ * read first waits delay_ms milliseconds (a slow source). 0 = off. The
+ * counters are shared by all reads of a mount. */
 typedef struct d9_faults {
-  uint64_t pread_every, alloc_every;
+  uint64_t pread_every, alloc_every, delay_ms;
   _Atomic uint64_t preads, allocs;
 } d9_faults;
 

@@ -81,6 +81,7 @@ int d9_mount_open(const d9_mount_opts *o, d9_mount **out, d9_diag *diag) {
   m->verbose = o->verbose;
   m->faults.pread_every = o->inject_pread_every;
   m->faults.alloc_every = o->inject_alloc_every;
+  m->faults.delay_ms = o->inject_delay_ms;
   if ((rc = d9_eval_backend(o->device, &m->be, diag))) goto fail;
   if (!(m->arena = d9_arena_create())) {
     rc = d9_diag_fail(diag, ENOMEM, "out of memory");
@@ -217,41 +218,10 @@ static void log_read_error(const d9_mount *m, const d9_vfile *vf, uint64_t off, 
           r == -ESTALE ? ": remount after a source changed" : "");
 }
 
-/* -o source_cache=drop and source pieces: the front end splices them
- * into a pipe after this returns, and the source pages can be dropped only
- * once the reply has left the pipe. So each thread counts its last read's
- * pieces as read at its next read (a thread serves one request at a time);
- * what a thread read last stays cached (at most one reply). sc is compared,
- * never dereferenced, before the thread's next read of the same mount. */
-static _Thread_local struct {
-  d9_src_cache *sc;
-  int n;
-  struct { int shard; uint64_t off, len; } p[D9_READ_MAXPIECES];
-} deferred;
-
-static void flush_deferred(d9_src_cache *sc) {
-  if (deferred.sc == sc)
-    for (int i = 0; i < deferred.n; i++)
-      d9_src_cache_note(sc, deferred.p[i].shard, deferred.p[i].off, deferred.p[i].len);
-  deferred.n = 0;
-}
-
-static void defer_pieces(d9_src_cache *sc, const d9_piece *pieces, int np) {
-  if (!sc) return;
-  deferred.sc = sc;
-  for (int i = 0; i < np; i++)
-    if (!pieces[i].mem) {
-      deferred.p[deferred.n].shard = pieces[i].shard;
-      deferred.p[deferred.n].off = pieces[i].off;
-      deferred.p[deferred.n++].len = pieces[i].len;
-    }
-}
-
 /* d9_mount_read, and d9_mount_read_pieces when pieces is set. */
 static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *buf,
                           d9_piece *pieces, int *npieces) {
   const d9_vnode *v = d9_mount_node(m, idx);
-  if (m->cat->src_cache) flush_deferred(m->cat->src_cache);
   if (npieces) *npieces = 0;
   if (!v) return -EINVAL;
   if (v->kind == D9_NODE_DIR) return -EISDIR;
@@ -260,14 +230,13 @@ static ssize_t mount_read(d9_mount *m, int idx, uint64_t off, size_t n, void *bu
   d9_ref refs[D9_READ_MAXREFS];
   d9_read_ctx rc = {.cat = m->cat, .be = m->be, .scratch = d9_readpool_get(m->pool),
                     .qcache = m->qcache};
-  if (m->faults.pread_every || m->faults.alloc_every) rc.faults = &m->faults;
+  if (m->faults.pread_every || m->faults.alloc_every || m->faults.delay_ms) rc.faults = &m->faults;
   if (off < vf->size && n > vf->size - off) n = (size_t)(vf->size - off); /* parts stop at EOF */
   if (pieces) rc.refs = refs, rc.maxrefs = D9_READ_MAXREFS; /* a split read clears them */
   int split;
   ssize_t r = d9_readpool_read(m->pool, &rc, vf, off, n, buf, &split);
   if (split) atomic_fetch_add_explicit(&m->split_reads, 1, memory_order_relaxed);
   if (pieces && r >= 0) *npieces = d9_eval_pieces(&rc, buf, (size_t)r, pieces);
-  if (pieces && r >= 0) defer_pieces(m->cat->src_cache, pieces, *npieces);
   d9_readpool_put(m->pool, rc.scratch);
   atomic_fetch_add_explicit(&m->reads, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&m->bytes_read_source, rc.src_bytes, memory_order_relaxed);
@@ -309,6 +278,13 @@ int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npie
     return e;
   }
   return 0;
+}
+
+void d9_mount_pieces_sent(d9_mount *m, const d9_piece *pieces, int npieces) {
+  d9_src_cache *sc = m->cat->src_cache;
+  for (int i = 0; sc && i < npieces; i++)
+    if (!pieces[i].mem && pieces[i].shard >= 0 && pieces[i].shard < m->cat->nshards)
+      d9_src_cache_note(sc, pieces[i].shard, pieces[i].off, pieces[i].len);
 }
 
 int d9_mount_pieces_to_buf(d9_mount *m, int idx, unsigned char *buf, const d9_piece *p,

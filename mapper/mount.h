@@ -50,6 +50,7 @@ typedef struct d9_mount_opts {
                              CLI drops on buffered mounts, keeps with direct_io */
   uint64_t inject_pread_every; /* tests: every Nth source read fails with EIO (0 = off) */
   uint64_t inject_alloc_every; /* tests: every Nth scratch allocation fails (0 = off) */
+  uint64_t inject_delay_ms;    /* tests: every source read first waits this long (0 = off) */
 } d9_mount_opts;
 
 enum { D9_SOURCE_CACHE_KEEP = 0, D9_SOURCE_CACHE_DROP = 1 };
@@ -129,6 +130,12 @@ ssize_t d9_mount_read_pieces(d9_mount *m, int idx, uint64_t off, size_t n, void 
 /* 0 if every shard behind the source pieces is unchanged since the mount,
  * else -ESTALE or -EIO (counted as a read error and logged). */
 int d9_mount_check_pieces(d9_mount *m, int idx, const d9_piece *pieces, int npieces);
+/* The source pieces have been copied out of the source (spliced into a
+ * reply that the kernel has taken): with -o source_cache=drop they now
+ * count as read, and a source tensor read to its end may leave the page
+ * cache (src_cache.h). Before that its pages are still needed, so the front
+ * end calls this after the reply. Thread-safe; no-op without the policy. */
+void d9_mount_pieces_sent(d9_mount *m, const d9_piece *pieces, int npieces);
 /* The pieces as one reply in buf, when they cannot be spliced: the memory
  * pieces already sit in place, the source ranges are read into the gaps,
  * then checked (d9_mount_check_pieces). Returns 0, -EIO or -ESTALE. */

@@ -67,7 +67,8 @@ static const char mount_usage[] =
     "     nosuid,exec,noexec,atime,noatime,relatime,async,x-*,comment=*\n"
     "                     mount-table options: accepted, nothing to do\n"
     "  -o inject_eio=N    testing: every Nth source read fails with EIO\n"
-    "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n";
+    "  -o inject_enomem=N testing: every Nth scratch allocation fails with ENOMEM\n"
+    "  -o inject_delay=MS testing: every source read first waits MS ms (1..60000)\n";
 
 static const char plan_usage[] =
     "usage: d9dfs plan SRC SPEC [--reverse] [--lenient] [--force] [-v | --dot | --bytes]\n"

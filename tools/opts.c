@@ -13,7 +13,7 @@ typedef enum { FLAG, INT, STR } opt_kind;
 typedef enum {
   O_READAHEAD, O_MAX_READ, O_SINGLE_THREAD, O_SPLICE, O_NO_SPLICE, O_DIRECT_IO,
   O_ALLOW_OTHER, O_AUTO_UNMOUNT, O_TP, O_EP, O_PP, O_ETP, O_DEVICE, O_THREADS, O_MEM,
-  O_VOCAB_DIV, O_PP_LAYERS, O_INJECT_EIO, O_INJECT_ENOMEM, O_SHARD_SIZE, O_SPEC, O_LOG,
+  O_VOCAB_DIV, O_PP_LAYERS, O_INJECT_EIO, O_INJECT_ENOMEM, O_INJECT_DELAY, O_SHARD_SIZE, O_SPEC, O_LOG,
   O_FSNAME, O_SUBTYPE, O_UID, O_GID, O_RO, O_RW, O_DEFAULT_PERMISSIONS, O_KERNEL_CACHE,
   O_UMASK, O_FORCE, O_FOLLOW_LINKS, O_META_MIB, O_SOURCE_CACHE, O_IGNORED,
 } opt_id;
@@ -51,6 +51,7 @@ static const opt_def opts[] = {
     {"pp_layers", STR, 0, 0, O_PP_LAYERS},
     {"inject_eio", INT, 1, LLONG_MAX, O_INJECT_EIO},
     {"inject_enomem", INT, 1, LLONG_MAX, O_INJECT_ENOMEM},
+    {"inject_delay", INT, 1, 60000, O_INJECT_DELAY},
     {"shard_size", INT, 1, LLONG_MAX, O_SHARD_SIZE},
     {"spec", STR, 0, 0, O_SPEC},
     {"log", STR, 0, 0, O_LOG},
@@ -162,6 +163,7 @@ static int apply(const opt_def *d, const char *v, long long x, d9_cli *c) {
     case O_PP_LAYERS: return parse_pp_layers(v, mo);
     case O_INJECT_EIO: mo->inject_pread_every = (uint64_t)x; break;
     case O_INJECT_ENOMEM: mo->inject_alloc_every = (uint64_t)x; break;
+    case O_INJECT_DELAY: mo->inject_delay_ms = (uint64_t)x; break;
     case O_SHARD_SIZE: mo->max_shard_size = (uint64_t)x; break;
     case O_SPEC: c->spec = v; break;
     case O_LOG: fo->log_file = v; break;

@@ -171,14 +171,15 @@ check "convert --force writes into it, other files kept" bash -c '"$0" convert "
   "$3/model-00001-of-$(ls "$3" | grep -c safetensors$ | xargs printf "%05d").safetensors"' \
   "$D9DFS" "$SRC" "$WORK/conv2" "$WORK/conv1"
 
-# A conversion long enough to catch in the middle: frozen (SIGSTOP) once its
-# first temporary file exists, checked, then interrupted.
+# A conversion long enough to catch in the middle whatever the machine's
+# speed (every source read waits 20 ms): frozen (SIGSTOP) once its first
+# temporary file exists, checked, then interrupted.
 BIG=$WORK/big
 "$D9GEN" --family llama --layers 2 --hidden 1024 --heads 8 --kv-heads 2 --intermediate 2048 \
   --vocab 16000 --dtype F32 "$BIG" >/dev/null
 interrupt() { # SIGNAL EXPECTED_STATUS
   local out=$WORK/int-$1 pid rc
-  "$D9DFS" convert "$BIG" cast-f32-to-bf16 "$out" 2>"$out.err" &
+  "$D9DFS" convert "$BIG" cast-f32-to-bf16 "$out" -o inject_delay=20 2>"$out.err" &
   pid=$!
   eventually test -e "$out/.model.safetensors.d9dfs-tmp" || { echo "  no temporary seen"; return 1; }
   kill -STOP "$pid"
