@@ -22,6 +22,10 @@ typedef struct sbuf {
 
 static void sb_add(sbuf *b, const char *p, size_t n) {
   if (b->oom) return;
+  if (n >= SIZE_MAX - b->n) {
+    b->oom = 1;
+    return;
+  }
   if (b->n + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->n + n + 1) cap *= 2;

@@ -3,8 +3,11 @@
 #include "src_cache.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "catalog.h"
 
@@ -14,6 +17,18 @@ struct d9_src_cache {
   _Atomic uint64_t *consumed; /* per tensor: bytes read from the source */
   uint64_t *need;             /* per tensor: bytes to count before the drop */
   atomic_uchar *done;         /* per tensor: dropped (or empty) */
+  atomic_int *left;           /* per shard: tensors not yet dropped */
+  /* the sweeper: a thread that drops each completed shard again
+   * D9_SRC_CACHE_SWEEP_MS and 10x that after its last tensor, for the
+   * readahead still in flight then; started at the first completed shard
+   * (in the process that serves, after any fork), joined by destroy */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t sweeper;
+  pid_t sweeper_pid;          /* 0 = not started */
+  int stop;
+  int64_t *sweep_at;          /* per shard: CLOCK_MONOTONIC ns of its next sweep, 0 = none */
+  unsigned char *sweeps;      /* per shard: sweeps done */
   _Atomic uint64_t ndropped;
   /* the last completions (shard << 32 | tensor + 1; 0 = none): each
    * completion sweeps their windows again, as readahead in flight when
@@ -28,10 +43,19 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
   if (!sc || !(sc->first = calloc((size_t)c->nshards + 1, sizeof *sc->first)) ||
       !(sc->consumed = calloc(nt, sizeof *sc->consumed)) ||
       !(sc->need = calloc(nt, sizeof *sc->need)) ||
-      !(sc->done = calloc(nt, sizeof *sc->done))) {
+      !(sc->done = calloc(nt, sizeof *sc->done)) ||
+      !(sc->left = calloc((size_t)c->nshards + 1, sizeof *sc->left)) ||
+      !(sc->sweep_at = calloc((size_t)c->nshards + 1, sizeof *sc->sweep_at)) ||
+      !(sc->sweeps = calloc((size_t)c->nshards + 1, 1))) {
     d9_src_cache_destroy(sc);
     return -ENOMEM;
   }
+  pthread_mutex_init(&sc->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&sc->cv, &ca);
+  pthread_condattr_destroy(&ca);
   sc->cat = c;
   /* tensors are in shard order, then file order */
   int t = 0;
@@ -43,6 +67,7 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
   for (int i = 0; i < c->ntensors; i++) {
     sc->need[i] = c->tensors[i].nbytes;
     if (!c->tensors[i].nbytes) atomic_init(&sc->done[i], 1);
+    else atomic_fetch_add_explicit(&sc->left[c->tensors[i].shard], 1, memory_order_relaxed);
   }
   *out = sc;
   return 0;
@@ -50,10 +75,23 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
 
 void d9_src_cache_destroy(d9_src_cache *sc) {
   if (!sc) return;
+  if (sc->sweep_at) { /* past the mutex's init */
+    pthread_mutex_lock(&sc->mu);
+    sc->stop = 1;
+    pthread_cond_signal(&sc->cv);
+    int join = sc->sweeper_pid == getpid();
+    pthread_mutex_unlock(&sc->mu);
+    if (join) pthread_join(sc->sweeper, NULL);
+    pthread_mutex_destroy(&sc->mu);
+    pthread_cond_destroy(&sc->cv);
+  }
+  free(sc->sweep_at);
+  free(sc->sweeps);
   free(sc->first);
   free(sc->consumed);
   free(sc->need);
   free(sc->done);
+  free(sc->left);
   free(sc);
 }
 
@@ -96,6 +134,49 @@ static void drop_window(d9_src_cache *sc, int s, int i) {
   }
 }
 
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void *sweeper_main(void *arg) {
+  d9_src_cache *sc = arg;
+  pthread_mutex_lock(&sc->mu);
+  while (!sc->stop) {
+    int64_t t = now_ns(), next = 0;
+    for (int s = 0; s < sc->cat->nshards; s++) {
+      if (!sc->sweep_at[s]) continue;
+      if (sc->sweep_at[s] <= t) {
+        d9_catalog_drop_cache(sc->cat, s, 0, 0);
+        sc->sweep_at[s] = ++sc->sweeps[s] < 2 ? t + 9 * D9_SRC_CACHE_SWEEP_MS * 1000000LL : 0;
+      }
+      if (sc->sweep_at[s] && (!next || sc->sweep_at[s] < next)) next = sc->sweep_at[s];
+    }
+    if (!next) {
+      pthread_cond_wait(&sc->cv, &sc->mu);
+    } else {
+      struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
+      pthread_cond_timedwait(&sc->cv, &sc->mu, &ts);
+    }
+  }
+  pthread_mutex_unlock(&sc->mu);
+  return NULL;
+}
+
+/* Shard s is complete: drop it now, and have the sweeper drop it again. */
+static void shard_done(d9_src_cache *sc, int s) {
+  d9_catalog_drop_cache(sc->cat, s, 0, 0);
+  pthread_mutex_lock(&sc->mu);
+  if (sc->sweeper_pid != getpid()) { /* not started here (or started before a fork) */
+    sc->sweeper_pid = pthread_create(&sc->sweeper, NULL, sweeper_main, sc) ? 0 : getpid();
+  }
+  sc->sweeps[s] = 0;
+  sc->sweep_at[s] = now_ns() + D9_SRC_CACHE_SWEEP_MS * 1000000LL;
+  pthread_cond_signal(&sc->cv);
+  pthread_mutex_unlock(&sc->mu);
+}
+
 static void drop(d9_src_cache *sc, int s, int i) {
   drop_window(sc, s, i);
   for (int r = 0; r < D9_SRC_CACHE_RECENT; r++) {
@@ -106,6 +187,9 @@ static void drop(d9_src_cache *sc, int s, int i) {
   atomic_store_explicit(&sc->recent[slot % D9_SRC_CACHE_RECENT],
                         (uint64_t)s << 32 | (uint64_t)(i + 1), memory_order_relaxed);
   atomic_fetch_add_explicit(&sc->ndropped, 1, memory_order_relaxed);
+  /* the shard's last tensor: sweep all of it again, now and later (what
+   * readahead brought back after the windows around it were dropped) */
+  if (atomic_fetch_sub_explicit(&sc->left[s], 1, memory_order_relaxed) == 1) shard_done(sc, s);
 }
 
 void d9_src_cache_note(d9_src_cache *sc, int s, uint64_t off, uint64_t n) {
@@ -126,5 +210,7 @@ void d9_src_cache_note(d9_src_cache *sc, int s, uint64_t off, uint64_t n) {
     if (before < sc->need[i] && before + (hi - lo) >= sc->need[i] &&
         !atomic_exchange_explicit(&sc->done[i], 1, memory_order_relaxed))
       drop(sc, s, i);
+    else if (before >= sc->need[i]) /* read again after its drop: drop again */
+      drop_window(sc, s, i);
   }
 }

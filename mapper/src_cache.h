@@ -12,14 +12,20 @@
  * in (a target file that reorders tensors reads its source out of order);
  * the last D9_SRC_CACHE_RECENT completions' windows are swept again at each
  * completion, since readahead in flight (locked pages) escapes a drop.
- * A tensor is dropped once; a later read of it (another target, another
- * rank, a re-read after the mount's pages were evicted) comes from the
- * disk. Counting bytes, not coverage, means a tensor read twice in part may
+ * Once every tensor of a shard is dropped, the whole shard is dropped again
+ * at once, and by a sweeper thread D9_SRC_CACHE_SWEEP_MS and ten times that
+ * later: with reads served out of order (mmap readers, several FUSE
+ * threads) the kernel's readahead may still be bringing dropped ranges
+ * back in at the last completion. A later read of a dropped tensor (another target, another rank, a re-read
+ * after the mount's pages were evicted) comes from the disk, and its window
+ * is dropped again after it. Counting bytes, not coverage, means a tensor
+ * read twice in part (the kernel may ask for a range twice under mmap) may
  * be dropped before every byte was read: that costs a disk read, never a
- * wrong byte (it is only a hint to the kernel). Measurements:
+ * wrong byte (it is only a hint to the kernel), and the rest, once read, is
+ * dropped by that same rule. Measurements:
  * docs/performance.md, "Cache once".
  *
- * Thread-safe (atomics). */
+ * Thread-safe (atomics; the sweeper's schedule under a mutex). */
 #ifndef D9_SRC_CACHE_H
 #define D9_SRC_CACHE_H
 
@@ -34,6 +40,8 @@ enum {
                                     read (twice a read_ahead_kb of 16 MiB) */
   D9_SRC_CACHE_RECENT = 4,       /* completions whose windows each completion sweeps
                                     again (readahead in flight at their drop) */
+  D9_SRC_CACHE_SWEEP_MS = 100,   /* a completed shard is dropped again this long and
+                                    10x this long after its last tensor */
 };
 
 /* A tracker over c's tensors. 0 or -ENOMEM. */

@@ -41,6 +41,7 @@ static void tree_free(tree *t) {
 }
 
 static const unsigned char *get(tree *t, const char *name, d9_st_tensor *st) {
+  memset(st, 0, sizeof *st); /* set on success only */
   return tu_find(t->data, t->len, name, st, t->a);
 }
 

@@ -77,6 +77,8 @@ ratio_ok() {
 }
 
 SHARDS=("$SRC"/*.safetensors)
+# source_within LO HI: the source's residency is within LO..HI %
+source_within() { ratio_ok "$(resident "${SHARDS[@]}")" "$1" "$2"; }
 # cache_case SPEC HOW OPTS LO HI: a cat (or mmap) of every tensor file of a
 # fresh mount; the source's residency after it within LO..HI %, the mount's
 # files fully cached, the bytes those of d9dfs cat
@@ -87,6 +89,9 @@ cache_case() {
   local files=("$mnt"/*.safetensors)
   if [ "$how" = cat ]; then cat "${files[@]}" >/dev/null; else mmap_read "${files[@]}"; fi
   local src_res mnt_res
+  # the last drops of a shard come from the daemon's sweeper, 0.1 s and 1 s
+  # after its last tensor (src_cache.h): wait for them, bounded
+  eventually source_within "$lo" "$hi" >/dev/null
   src_res=$(resident "${SHARDS[@]}") && mnt_res=$(resident "${files[@]}") || return 1
   for f in "${files[@]}"; do
     n=${f##*/}
@@ -102,6 +107,10 @@ for spec in identity llama-to-megatron; do
     check "source_cache: default, $spec, $how: the source dropped (<= 10% cached), the mount cached, bytes = d9dfs cat" \
       cache_case $spec $how "" 0 10
   done
+done
+for how in cat mmap; do
+  check "source_cache: default, identity, $how, -o splice: the source dropped (<= 10% cached), the mount cached, bytes = d9dfs cat" \
+    cache_case identity $how "-o splice" 0 10
 done
 check "source_cache=keep, llama-to-megatron, cat: the source stays cached (>= 90%)" \
   cache_case llama-to-megatron cat "-o source_cache=keep" 90 100
@@ -135,6 +144,7 @@ ranks_case() {
   cat "$mnt"/ranks/tp0/*.safetensors >/dev/null & local p0=$!
   cat "$mnt"/ranks/tp1/*.safetensors >/dev/null & local p1=$!
   wait $p0 && wait $p1 || { echo "a reader failed"; return 1; }
+  eventually source_within 0 10 >/dev/null
   src_res=$(resident "${SHARDS[@]}")
   got=$(grep -o '"bytes_read_source": [0-9]*' "$mnt/.d9dfs/stats.json" | grep -o '[0-9]*$')
   fusermount3 -u "$mnt"
