@@ -432,7 +432,7 @@ fi
 
 # every daemon above logged to its MNT.log: none may report a sanitizer
 # error (meaningful when D9DFS is a sanitizer build)
-sleep 0.5 # daemons still exiting after their unmount
+check "every daemon exited after its unmount" eventually daemons_exited
 check "no daemon log reports a sanitizer error" bash -c \
   "! grep -l 'Sanitizer' '$WORK'/*.log '$WORK'/*/*.log 2>/dev/null"
 

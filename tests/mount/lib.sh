@@ -56,6 +56,16 @@ do_mount() {
 }
 
 # summary line and exit status
+# daemons_exited: no d9dfs daemon serves a mount point under $WORK any
+# more (their sanitizer reports are written as they exit)
+daemons_exited() {
+  local p
+  for p in /proc/[0-9]*; do
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "[d]9dfs.* $WORK/" && return 1
+  done
+  return 0
+}
+
 finish() {
   echo "$pass passed, $fail failed"
   [ "$fail" -eq 0 ]

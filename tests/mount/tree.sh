@@ -218,7 +218,7 @@ check "permissions: a 0750 source directory gives a 0550 mount root nobody canno
   "[ \$(stat -c %a '$mnt') = 550 ] && ! ${NOBODY[*]} ls '$mnt' >/dev/null 2>&1"
 fusermount3 -u "$mnt"
 
-sleep 0.5 # daemons still exiting after their unmount
+check "every daemon exited after its unmount" eventually daemons_exited
 check "no daemon log reports a sanitizer error" bash -c \
   "! grep -l 'Sanitizer' '$WORK'/*.log '$WORK'/*/*.log 2>/dev/null"
 finish
