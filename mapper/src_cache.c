@@ -145,15 +145,20 @@ static void *sweeper_main(void *arg) {
   pthread_mutex_lock(&sc->mu);
   while (!sc->stop) {
     int64_t t = now_ns(), next = 0;
+    int due = -1;
     for (int s = 0; s < sc->cat->nshards; s++) {
       if (!sc->sweep_at[s]) continue;
-      if (sc->sweep_at[s] <= t) {
-        d9_catalog_drop_cache(sc->cat, s, 0, 0);
+      if (sc->sweep_at[s] <= t && due < 0) {
+        due = s;
         sc->sweep_at[s] = ++sc->sweeps[s] < 2 ? t + 9 * D9_SRC_CACHE_SWEEP_MS * 1000000LL : 0;
       }
       if (sc->sweep_at[s] && (!next || sc->sweep_at[s] < next)) next = sc->sweep_at[s];
     }
-    if (!next) {
+    if (due >= 0) { /* the drop walks the shard's pages: not under the lock */
+      pthread_mutex_unlock(&sc->mu);
+      d9_catalog_drop_cache(sc->cat, due, 0, 0);
+      pthread_mutex_lock(&sc->mu);
+    } else if (!next) {
       pthread_cond_wait(&sc->cv, &sc->mu);
     } else {
       struct timespec ts = {(time_t)(next / 1000000000), (long)(next % 1000000000)};
