@@ -27,6 +27,7 @@ struct d9_src_cache {
   pthread_t sweeper;
   pid_t sweeper_pid;          /* 0 = not started */
   int stop;
+  int sync_ready;             /* mu and cv initialised (destroy may come before) */
   int64_t *sweep_at;          /* per shard: CLOCK_MONOTONIC ns of its next sweep, 0 = none */
   unsigned char *sweeps;      /* per shard: sweeps done */
   _Atomic uint64_t ndropped;
@@ -56,6 +57,7 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&sc->cv, &ca);
   pthread_condattr_destroy(&ca);
+  sc->sync_ready = 1;
   sc->cat = c;
   /* tensors are in shard order, then file order */
   int t = 0;
@@ -75,7 +77,7 @@ int d9_src_cache_create(const d9_catalog *c, d9_src_cache **out) {
 
 void d9_src_cache_destroy(d9_src_cache *sc) {
   if (!sc) return;
-  if (sc->sweep_at) { /* past the mutex's init */
+  if (sc->sync_ready) {
     pthread_mutex_lock(&sc->mu);
     sc->stop = 1;
     pthread_cond_signal(&sc->cv);
