@@ -304,9 +304,7 @@ if do_mount "$BIG" "$WORK/cast.json" "$mnt" -o shard_size=100000000000,inject_de
   check "slow reads: unmounted once the readers are gone" eventually fusermount3 -u "$mnt"
   # its threads still sleep through the held reads of the killed readers
   # (and their readahead): 10 s each, nothing to wait for
-  for p in /proc/[0-9]*; do
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "[d]9dfs.* $mnt" && kill -9 "${p#/proc/}"
-  done
+  kill -9 $(daemon_pids "$mnt") 2>/dev/null || true
 else bad "slow: mount failed"; fi
 
 # ==== lifecycle ====

@@ -56,15 +56,19 @@ do_mount() {
 }
 
 # summary line and exit status
-# daemons_exited: no d9dfs daemon serves a mount point under $WORK any
-# more (their sanitizer reports are written as they exit)
-daemons_exited() {
+# daemon_pids TEXT: the PIDs of the d9dfs processes with an argument that
+# starts with TEXT (a mount point, or $WORK/ for all of this script's)
+daemon_pids() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "[d]9dfs.* $WORK/" && return 1
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- " $1" &&
+      tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q "[d]9dfs" && echo "${p#/proc/}"
   done
   return 0
 }
+# daemons_exited: no d9dfs daemon serves a mount point under $WORK any
+# more (their sanitizer reports are written as they exit)
+daemons_exited() { [ -z "$(daemon_pids "$WORK/")" ]; }
 
 finish() {
   echo "$pass passed, $fail failed"
