@@ -98,7 +98,7 @@ static void fill_stat(const fs_state *s, int idx, const d9_vnode *n,
     st->st_nlink = 2;
   } else {
     st->st_mode = S_IFREG | (n->mode & 0444);
-    st->st_nlink = 1;
+    st->st_nlink = (nlink_t)n->nlink; /* > 1: a file rank views share (mapper/tree.c) */
     st->st_size = (off_t)n->size; /* dynamic files render to exactly this */
   }
   st->st_uid = s->has_uid ? s->uid : n->uid; /* mode and owner from the sources */

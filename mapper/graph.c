@@ -104,7 +104,7 @@ static int add_target(builder *b, const char *name, d9_node *x, const d9_rule *r
   }
   char *nm = d9_arena_strdup(b->g->arena, name);
   if (!nm) return d9_diag_fail(b->diag, ENOMEM, "out of memory");
-  b->g->targets[b->g->ntargets++] = (d9_target){nm, x, r, group};
+  b->g->targets[b->g->ntargets++] = (d9_target){nm, x, r, group, 0};
   b->rule_targets++;
   return 0;
 }

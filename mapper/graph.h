@@ -20,6 +20,7 @@ typedef struct d9_target {
   d9_node *node;
   const d9_rule *rule;   /* NULL for pass-through */
   int group;             /* dependency group (rule instance) id */
+  int expert;            /* rank views: 1 when cut by an expert style (rank.c) */
 } d9_target;
 
 /* Named limits (docs/spec.md "Limits"). A spec that would pass one is

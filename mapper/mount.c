@@ -22,6 +22,51 @@
 
 enum { SPEC_MAX = 16u << 20 };
 
+/* Two tensor files with the same name, header and extent sizes: the same
+ * part of two rank views, so the same bytes. */
+static int same_file(const d9_vfile *a, const d9_vfile *b) {
+  if (a->kind != D9_VF_TENSORS || b->kind != D9_VF_TENSORS || a->part != b->part ||
+      strcmp(a->name, b->name) || a->header_len != b->header_len || a->size != b->size ||
+      a->nextents != b->nextents || memcmp(a->bytes, b->bytes, (size_t)a->header_len))
+    return 0;
+  for (int i = 0; i < a->nextents; i++)
+    if (a->extents[i].begin != b->extents[i].begin || a->extents[i].end != b->extents[i].end)
+      return 0;
+  return 1;
+}
+
+/* Split rank views (plan.h): the dense part of rank (t, e, p) is the one of
+ * (t, 0, p), and under etp = 1 the experts' part is the one of (0, e, p);
+ * mark such files linked to the first holder, so that the tree lists one
+ * inode (one copy in the page cache, one read of the source). The header
+ * check is a guard: a file that differs stays a file of its own. */
+static void link_shared(d9_mount *m, const d9_rank_opts *ro) {
+  for (int t = 0; t < ro->tp; t++)
+    for (int e = 0; e < ro->ep; e++)
+      for (int p = 0; p < ro->pp; p++) {
+        d9_plan *pl = m->rank_plans[(t * ro->ep + e) * ro->pp + p];
+        for (int f = 0; f < pl->nshards; f++) {
+          d9_vfile *vf = &pl->files[f];
+          int cr = vf->part ? (ro->etp > 1 ? -1 : e * ro->pp + p) : (t * ro->ep) * ro->pp + p;
+          if (cr < 0 || cr == (t * ro->ep + e) * ro->pp + p) continue;
+          const d9_plan *cp = m->rank_plans[cr];
+          for (int g = 0; g < cp->nshards; g++)
+            if (same_file(&cp->files[g], vf)) {
+              vf->linked = 1, vf->link_rank = cr, vf->link_file = g;
+              break;
+            }
+        }
+      }
+}
+
+/* Whether rank views are split (plan.h): some target is an expert's and
+ * some rank view's part is held whole by another (ep > 1 shares the dense
+ * part, tp > 1 with etp = 1 the experts'). */
+static int want_split(const d9_mount *m, const d9_rank_opts *ro, const d9_rank_prep *prep) {
+  if (m->spec->single_file || !(ro->ep > 1 || (ro->tp > 1 && ro->etp == 1))) return 0;
+  return d9_rank_has_experts(prep, m->graph->ntargets);
+}
+
 /* One plan per rank (t, e, p) when tp, ep or pp > 1. */
 static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   d9_rank_opts ro = {o->tp > 1 ? o->tp : 1, o->ep > 1 ? o->ep : 1, o->pp > 1 ? o->pp : 1,
@@ -42,6 +87,7 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   d9_rank_prep *prep; /* what each target is, matched once for all ranks */
   int prc = d9_rank_prepare(m->spec, m->graph, m->rank_arena, &prep, diag);
   if (prc) return prc;
+  int split = want_split(m, &ro, prep);
   for (int t = 0; t < ro.tp; t++)
     for (int e = 0; e < ro.ep; e++)
       for (int p = 0; p < ro.pp; p++) {
@@ -55,12 +101,14 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
         int r = m->nranks;
         if (!(m->rank_names[r] = d9_arena_strdup(m->arena, name)))
           return d9_diag_fail(diag, ENOMEM, "out of memory");
-        if ((rc = d9_plan_build(m->spec, m->cat, tg, ntg, &m->rank_plans[r], diag))) {
+        if ((rc = d9_plan_build_split(m->spec, m->cat, tg, ntg, split, &m->rank_plans[r],
+                                      diag))) {
           d9_diag_prefix(diag, "ranks/%s", name);
           return rc;
         }
         m->nranks++;
       }
+  if (split) link_shared(m, &ro);
   return 0;
 }
 

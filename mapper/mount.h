@@ -74,6 +74,8 @@ typedef struct d9_vnode {
                          directory's read and search bits for dirs (at most 0555) */
   uid_t uid;          /* owner and group: of the file's first source; the source */
   gid_t gid;          /* directory's for dirs and .d9dfs files */
+  int nlink;          /* files: the directories listing it (a file several rank views
+                         share, plan.h, is one node listed in each: a hard link) */
 } d9_vnode;
 
 typedef struct d9_stats {

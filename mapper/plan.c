@@ -245,17 +245,49 @@ static int add_copies(d9_plan *p, const d9_spec *s, const d9_catalog *c, int max
   return rc;
 }
 
+/* tg reordered into the plan's arena: the dense targets, then the
+ * experts, each in name order; *ndense: how many dense. NULL: no memory. */
+static const d9_target *dense_first(d9_plan *p, const d9_target *tg, int ntg, int *ndense) {
+  d9_target *o = d9_arena_calloc(p->arena, (size_t)ntg + 1, sizeof *o);
+  if (!o) return NULL;
+  int k = 0;
+  for (int i = 0; i < ntg; i++)
+    if (!tg[i].expert) o[k++] = tg[i];
+  *ndense = k;
+  for (int i = 0; i < ntg; i++)
+    if (tg[i].expert) o[k++] = tg[i];
+  return o;
+}
+
+/* The name of shard f of ncut; with a split (first expert shard f1 > 0),
+ * each part is numbered on its own. */
+static const char *shard_name(d9_plan *p, const d9_catalog *c, int f, int ncut, int f1) {
+  if (f1 > 0 && f1 < ncut)
+    return f < f1 ? d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, f1)
+                  : d9_arena_printf(p->arena, "experts-%05d-of-%05d.safetensors", f - f1 + 1,
+                                    ncut - f1);
+  if (ncut == 1) return c->adapter ? "adapter_model.safetensors" : "model.safetensors";
+  return d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, ncut);
+}
+
 int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
-                  d9_plan **out,
-                  d9_diag *diag) {
+                  d9_plan **out, d9_diag *diag) {
+  return d9_plan_build_split(s, c, tg, ntg, 0, out, diag);
+}
+
+int d9_plan_build_split(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
+                        int split, d9_plan **out, d9_diag *diag) {
   d9_plan *p = calloc(1, sizeof *p);
   int rc = -ENOMEM;
   if (!p || !(p->arena = d9_arena_create())) {
     free(p);
     return d9_diag_fail(diag, ENOMEM, "plan: out of memory");
   }
-  /* cut shards */
-  int *cut = calloc((size_t)ntg + 2, sizeof *cut), ncut = 0;
+  int ndense = ntg; /* targets [ndense, ntg) are the experts' part */
+  if (split && !(tg = dense_first(p, tg, ntg, &ndense))) goto oom;
+  if (ndense == 0) ndense = ntg; /* one part only: no split */
+  /* cut shards; a split starts the experts' part on a shard of its own */
+  int *cut = calloc((size_t)ntg + 2, sizeof *cut), ncut = 0, f1 = 0;
   if (!cut) goto oom;
   uint64_t cur = 0, total = 0;
   cut[ncut++] = 0;
@@ -266,8 +298,12 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
       rc = d9_diag_fail(diag, EOVERFLOW, "target '%s': size overflows", tg[i].name);
       goto fail;
     }
-    if (!s->single_file && cur > 0 &&
-        (cur >= s->max_shard_size || nb > s->max_shard_size - cur)) {
+    if (i == ndense) {
+      f1 = ncut;
+      cut[ncut++] = i;
+      cur = 0;
+    } else if (!s->single_file && cur > 0 &&
+               (cur >= s->max_shard_size || nb > s->max_shard_size - cur)) {
       cut[ncut++] = i;
       cur = 0;
     }
@@ -284,8 +320,8 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
   }
   for (int f = 0; f < ncut; f++) {
     d9_vfile *vf = &p->files[f];
-    vf->name = ncut == 1 ? (c->adapter ? "adapter_model.safetensors" : "model.safetensors")
-                         : d9_arena_printf(p->arena, "model-%05d-of-%05d.safetensors", f + 1, ncut);
+    vf->name = shard_name(p, c, f, ncut, f1);
+    vf->part = f1 > 0 && f >= f1;
     if (!vf->name || (rc = build_shard(p, s, tg, cut[f], cut[f + 1], vf, diag))) {
       free(cut);
       goto fail;

@@ -42,6 +42,10 @@ typedef struct d9_vfile {
   d9_extent *extents;      /* TENSORS: sorted, contiguous after the header */
   int fd;                  /* COPY: held open */
   struct stat st;          /* COPY: at mount, for change detection */
+  int part;                /* TENSORS of a split plan: 0 the dense part, 1 the experts */
+  int linked;              /* a rank view's file with the same bytes as file link_file of
+                              rank link_rank's view: the tree lists that one (one inode) */
+  int link_rank, link_file;
 } d9_vfile;
 
 typedef struct d9_plan {
@@ -55,6 +59,17 @@ typedef struct d9_plan {
  * the plan) per s's output section; copies come from c. */
 int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
                   d9_plan **out, d9_diag *diag);
+
+/* The same, with split set: a rank view whose dense tensors (target
+ * expert == 0) other ranks hold byte for byte (the EP ranks of one TP rank
+ * and stage) or whose experts others hold (the TP ranks under etp = 1).
+ * When both parts are non-empty each is cut into its own shards:
+ * model-0000i-of-0000K.safetensors (dense) and
+ * experts-0000j-of-0000M.safetensors, with an index over both, so that the
+ * files of a part are the same, by name and bytes, in every rank view
+ * holding it; vfile.part says which. */
+int d9_plan_build_split(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
+                        int split, d9_plan **out, d9_diag *diag);
 void d9_plan_destroy(d9_plan *p); /* accepts NULL; closes COPY fds */
 
 #endif

@@ -37,25 +37,28 @@ typedef struct tree_builder {
   struct stat dir_st;  /* the source directory */
 } tree_builder;
 
+/* List node i in directory dir. i, or -ENOMEM. */
+static int tb_list(tree_builder *tb, int dir, int i) {
+  if (tb->nkids[dir] == tb->capkids[dir]) {
+    int nc = tb->capkids[dir] ? tb->capkids[dir] * 2 : 8;
+    int *k = realloc(tb->kids[dir], sizeof(int) * (size_t)nc);
+    if (!k) return -ENOMEM;
+    tb->kids[dir] = k, tb->capkids[dir] = nc;
+  }
+  tb->kids[dir][tb->nkids[dir]++] = i;
+  return i;
+}
+
 static int tb_add(tree_builder *tb, int parent, const char *name, d9_node_kind kind,
                   uint64_t size, const d9_vfile *vfile, const char *origin) {
   d9_mount *m = tb->m;
   if (m->nnodes == tb->cap) return -ENOMEM; /* sized up front */
   int i = m->nnodes++;
-  m->nodes[i] = (d9_vnode){name, kind, size, parent < 0 ? i : parent, 0, NULL, 0, 0, 0};
+  m->nodes[i] = (d9_vnode){name, kind, size, parent < 0 ? i : parent, 0, NULL, 0, 0, 0, 1};
   m->vfile_of[i] = vfile;
   tb->origin[i] = origin;
   tb->plan_of[i] = NULL;
-  if (parent >= 0) {
-    if (tb->nkids[parent] == tb->capkids[parent]) {
-      int nc = tb->capkids[parent] ? tb->capkids[parent] * 2 : 8;
-      int *k = realloc(tb->kids[parent], sizeof(int) * (size_t)nc);
-      if (!k) return -ENOMEM;
-      tb->kids[parent] = k, tb->capkids[parent] = nc;
-    }
-    tb->kids[parent][tb->nkids[parent]++] = i;
-  }
-  return i;
+  return parent >= 0 ? tb_list(tb, parent, i) : i;
 }
 
 static const char *file_origin(const d9_vfile *vf) {
@@ -65,12 +68,23 @@ static const char *file_origin(const d9_vfile *vf) {
   return "a source file matched by the spec's \"copy\" patterns";
 }
 
-static int add_plan_files(tree_builder *tb, int dir, const d9_plan *p) {
+/* The files of plan p in dir; node[f]: file f's node. A file linked to an
+ * earlier rank view's (plan.h) is that file's node listed again (rank_node:
+ * the earlier rank views' node arrays). */
+static int add_plan_files(tree_builder *tb, int dir, const d9_plan *p, int *const *rank_node,
+                          int *node) {
   for (int f = 0; f < p->nfiles; f++) {
-    int i = tb_add(tb, dir, p->files[f].name, D9_NODE_FILE, p->files[f].size, &p->files[f],
-                   file_origin(&p->files[f]));
+    const d9_vfile *vf = &p->files[f];
+    int i = vf->linked ? rank_node[vf->link_rank][vf->link_file]
+                       : tb_add(tb, dir, vf->name, D9_NODE_FILE, vf->size, vf, file_origin(vf));
     if (i < 0) return -ENOMEM;
-    tb->plan_of[i] = p;
+    if (vf->linked) {
+      if (tb_list(tb, dir, i) < 0) return -ENOMEM;
+      tb->m->nodes[i].nlink++;
+    } else {
+      tb->plan_of[i] = p;
+    }
+    if (node) node[f] = i;
   }
   return 0;
 }
@@ -172,7 +186,8 @@ static int check_unique(tree_builder *tb, int dir, int *kids, int n, d9_diag *di
 
 static int add_nodes(tree_builder *tb) {
   d9_mount *m = tb->m;
-  if (tb_add(tb, -1, "", D9_NODE_DIR, 0, NULL, "the root") < 0 || add_plan_files(tb, 0, m->plan))
+  if (tb_add(tb, -1, "", D9_NODE_DIR, 0, NULL, "the root") < 0 ||
+      add_plan_files(tb, 0, m->plan, NULL, NULL))
     return -ENOMEM;
   int meta = tb_add(tb, 0, ".d9dfs", D9_NODE_DIR, 0, NULL, "d9dfs's own directory (.d9dfs)");
   if (meta < 0 ||
@@ -182,11 +197,19 @@ static int add_nodes(tree_builder *tb) {
   if (!m->nranks) return 0;
   int ranks = tb_add(tb, 0, "ranks", D9_NODE_DIR, 0, NULL, "the rank views (-o tp, ep, pp)");
   if (ranks < 0) return -ENOMEM;
-  for (int r = 0; r < m->nranks; r++) {
+  size_t nf = 0; /* every rank view's file nodes, for the links */
+  for (int r = 0; r < m->nranks; r++) nf += (unsigned)m->rank_plans[r]->nfiles;
+  int **rank_node = calloc((unsigned)m->nranks, sizeof *rank_node);
+  int *nodes = calloc(nf + 1, sizeof *nodes), rc = rank_node && nodes ? 0 : -ENOMEM;
+  for (int r = 0, *at = nodes; r < m->nranks && !rc; r++) {
+    rank_node[r] = at;
+    at += m->rank_plans[r]->nfiles;
     int d = tb_add(tb, ranks, m->rank_names[r], D9_NODE_DIR, 0, NULL, "a rank view");
-    if (d < 0 || add_plan_files(tb, d, m->rank_plans[r])) return -ENOMEM;
+    rc = d < 0 ? d : add_plan_files(tb, d, m->rank_plans[r], rank_node, rank_node[r]);
   }
-  return 0;
+  free(rank_node);
+  free(nodes);
+  return rc ? -ENOMEM : 0;
 }
 
 int d9_mount_build_tree(d9_mount *m, d9_diag *diag) {

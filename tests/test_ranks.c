@@ -6,6 +6,7 @@
  * equals the reference slice of the full view's tensor, reassembling the slices by the style's rule gives the full
  * tensor back, divisibility errors are refused at mount, and one rank's
  * tree reads about 1/T of the split bytes. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,32 +18,53 @@
 
 #define SPEC_DIR D9DFS_SOURCE_DIR "/mounts"
 
+enum { TREE_MAX_FILES = 8 };
+
 typedef struct tree {
-  unsigned char *data;
+  unsigned char *data; /* the first file (model.safetensors when alone) */
   uint64_t len;
+  int nfiles;
+  unsigned char *file[TREE_MAX_FILES];
+  uint64_t flen[TREE_MAX_FILES];
   d9_arena *a;
 } tree;
 
-/* model.safetensors of dir (relative to the mount root), whole. */
+/* The tensor files of dir (relative to the mount root), whole: its
+ * model.safetensors, or every *.safetensors in it (a split rank view:
+ * model-*, experts-*). */
 static void tree_load(d9_mount *m, const char *dir, tree *t) {
-  char path[256];
-  snprintf(path, sizeof path, "%s%smodel.safetensors", dir, *dir ? "/" : "");
-  int idx = d9_mount_resolve(m, path);
-  if (idx < 0) fprintf(stderr, "no %s\n", path);
-  assert_true(idx >= 0);
-  t->data = tu_read_node(m, idx, &t->len);
-  assert_non_null(t->data);
+  memset(t, 0, sizeof *t);
+  int d = d9_mount_resolve(m, dir);
+  assert_true(d >= 0);
+  const d9_vnode *n = d9_mount_node(m, d);
+  for (int i = 0; i < n->nchildren; i++) {
+    const char *name = d9_mount_node(m, n->children[i])->name;
+    size_t l = strlen(name);
+    if (l < 12 || strcmp(name + l - 12, ".safetensors")) continue;
+    assert_true(t->nfiles < TREE_MAX_FILES);
+    t->file[t->nfiles] = tu_read_node(m, n->children[i], &t->flen[t->nfiles]);
+    assert_non_null(t->file[t->nfiles]);
+    t->nfiles++;
+  }
+  if (!t->nfiles) fprintf(stderr, "no tensor files in '%s'\n", dir);
+  assert_true(t->nfiles > 0);
+  t->data = t->file[0], t->len = t->flen[0];
   t->a = d9_arena_create();
 }
 
 static void tree_free(tree *t) {
-  free(t->data);
+  for (int i = 0; i < t->nfiles; i++) free(t->file[i]);
   d9_arena_destroy(t->a);
 }
 
 static const unsigned char *get(tree *t, const char *name, d9_st_tensor *st) {
-  memset(st, 0, sizeof *st); /* set on success only */
-  return tu_find(t->data, t->len, name, st, t->a);
+  for (int i = 0; i < t->nfiles; i++) {
+    memset(st, 0, sizeof *st); /* set on success only */
+    const unsigned char *p = tu_find(t->file[i], t->flen[i], name, st, t->a);
+    if (p) return p;
+  }
+  memset(st, 0, sizeof *st);
+  return NULL;
 }
 
 static d9_mount *open_ranks_etp(const char *src, const char *spec, int tp, int ep, int pp,
@@ -717,6 +739,103 @@ static void test_rank_read_amplification(void **state) {
   free(dir);
 }
 
+/* A file of the split rank views (plan.h): its node, nlink checked > 0. */
+static int split_node(d9_mount *m, int t, int e, const char *file) {
+  char path[160];
+  snprintf(path, sizeof path, "ranks/tp%d-ep%d/%s", t, e, file);
+  int i = d9_mount_resolve(m, path);
+  if (i < 0) fprintf(stderr, "no %s\n", path);
+  assert_true(i >= 0);
+  assert_true(d9_mount_node(m, i)->nlink > 0);
+  return i;
+}
+
+/* Rank views holding the same bytes share one file: with ep > 1 the dense
+ * part of rank (t, e) is the one of (t, 0), and with etp = 1 the experts'
+ * part of (t, e) is the one of (0, e) - one node listed in each view's
+ * directory (a hard link, nlink = the views). The views' tensors are those
+ * test_experts and test_expert_tp check; a tensor-only model has no split;
+ * reading each distinct file once pulls each source byte about once
+ * (replicated norms and routers aside), where reading every view pulled
+ * the dense part ep times. */
+static void test_shared_files(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir(), src[4200];
+  gen_moe(dir, src, sizeof src);
+  d9_diag diag = {0};
+  d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(full);
+  tree ft;
+  tree_load(full, "", &ft);
+  uint64_t hl, model;
+  assert_int_equal(d9_st_header_len(ft.data, ft.len, "full", &hl, NULL), 0);
+  model = ft.len - 8 - hl;
+  for (int etp = 1; etp <= 2; etp++) {
+    d9_mount *m = open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", 2, 2, 1, etp, 1,
+                                 &diag);
+    if (!m) fprintf(stderr, "%s\n", diag.msg);
+    assert_non_null(m);
+    int dn[2][2], xn[2][2];
+    for (int t = 0; t < 2; t++)
+      for (int e = 0; e < 2; e++) {
+        dn[t][e] = split_node(m, t, e, "model-00001-of-00001.safetensors");
+        xn[t][e] = split_node(m, t, e, "experts-00001-of-00001.safetensors");
+        split_node(m, t, e, "model.safetensors.index.json");
+        char path[160];
+        snprintf(path, sizeof path, "ranks/tp%d-ep%d/model.safetensors", t, e);
+        assert_int_equal(d9_mount_resolve(m, path), -ENOENT); /* the index names both */
+      }
+    for (int t = 0; t < 2; t++) {
+      assert_int_equal(dn[t][0], dn[t][1]); /* dense: shared over ep */
+      assert_int_equal(d9_mount_node(m, dn[t][0])->nlink, 2);
+    }
+    assert_int_not_equal(dn[0][0], dn[1][0]); /* tp slices differ */
+    for (int e = 0; e < 2; e++) {
+      if (etp == 1) {
+        assert_int_equal(xn[0][e], xn[1][e]); /* whole experts: shared over tp */
+        assert_int_equal(d9_mount_node(m, xn[0][e])->nlink, 2);
+      } else {
+        assert_int_not_equal(xn[0][e], xn[1][e]);
+        assert_int_equal(d9_mount_node(m, xn[0][e])->nlink, 1);
+      }
+      assert_int_not_equal(xn[0][0], xn[0][1]); /* other experts */
+    }
+    /* every distinct file once: each source byte about once */
+    int seen[8], nseen = 0;
+    d9_stats s0, s1;
+    d9_mount_get_stats(m, &s0);
+    for (int t = 0; t < 2; t++)
+      for (int e = 0; e < 2; e++)
+        for (int k = 0; k < 2; k++) {
+          int i = k ? xn[t][e] : dn[t][e], dup = 0;
+          for (int j = 0; j < nseen; j++) dup |= seen[j] == i;
+          if (dup) continue;
+          seen[nseen++] = i;
+          uint64_t len;
+          unsigned char *b = tu_read_node(m, i, &len);
+          assert_non_null(b);
+          free(b);
+        }
+    d9_mount_get_stats(m, &s1);
+    uint64_t pulled = s1.bytes_read_source - s0.bytes_read_source;
+    fprintf(stderr, "tp=2 ep=2 etp=%d: %d distinct files, %llu source bytes for a %llu-byte model\n",
+            etp, nseen, (unsigned long long)pulled, (unsigned long long)model);
+    assert_int_equal(nseen, etp == 1 ? 4 : 6);
+    assert_true(pulled >= model && (double)pulled <= 1.02 * (double)model);
+    d9_mount_close(m);
+  }
+  /* no experts, or nothing shared: the unsplit layout */
+  d9_mount *m = open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", 2, 1, 1, 2, 1, &diag);
+  assert_non_null(m);
+  assert_true(d9_mount_resolve(m, "ranks/tp0/model.safetensors") >= 0);
+  assert_int_equal(d9_mount_node(m, d9_mount_resolve(m, "ranks/tp0/model.safetensors"))->nlink, 1);
+  d9_mount_close(m);
+  tree_free(&ft);
+  d9_mount_close(full);
+  tu_rmrf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tp_styles),
@@ -727,6 +846,7 @@ int main(void) {
       cmocka_unit_test(test_experts),
       cmocka_unit_test(test_expert_tp),
       cmocka_unit_test(test_rank_read_amplification),
+      cmocka_unit_test(test_shared_files),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

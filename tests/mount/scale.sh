@@ -10,6 +10,9 @@
 #                  -o source_cache=keep the source stays cached (>= 90%);
 #                  with -o direct_io the default keeps it; a bad value is
 #                  refused, naming keep and drop
+#   MoE ranks      a tp=2,ep=2 Mixtral mount lists each shared file once
+#                  (one inode, two links); its four rank trees read at once
+#                  pull <= 1.1x the model and cache <= 1.15x
 #   plan --bytes   for the full view and every ranks/ tree of tp=2 and
 #                  tp=2,pp=2 mounts, the bytes `d9dfs plan --bytes` prints
 #                  equal stats.json's bytes_read_source after a cat of that
@@ -77,6 +80,7 @@ ratio_ok() {
 }
 
 SHARDS=("$SRC"/*.safetensors)
+source_bytes() { grep -o '"bytes_read_source": [0-9]*' "$1/.d9dfs/stats.json" | grep -o '[0-9]*$'; }
 # source_within LO HI: the source's residency is within LO..HI %
 source_within() { ratio_ok "$(resident "${SHARDS[@]}")" "$1" "$2"; }
 # cache_case SPEC HOW OPTS LO HI: a cat (or mmap) of every tensor file of a
@@ -155,8 +159,39 @@ ranks_case() {
 check "source_cache: default, tp=2, both rank trees read at once: <= 10% of the source cached, <= 1.1x the model read" \
   ranks_case
 
+# MoE ranks: the dense part is shared by the EP ranks of a TP rank and,
+# under etp=1, the experts by the TP ranks (mapper/plan.h: one inode each,
+# nlink 2); four readers of a tp=2,ep=2 mount at once pull <= 1.1x the
+# model from the source and leave <= 1.15x of it in the page cache (the
+# source's pages plus the mount's distinct files)
+MOE=$WORK/moe
+"$D9GEN" --family mixtral --layers 2 --hidden 512 --intermediate 512 --experts 4 --shards 2 \
+  --seed 7 "$MOE" >/dev/null || bad "d9gen mixtral"
+moe_ranks_case() {
+  local mnt=$WORK/mnt-moe shards=("$MOE"/*.safetensors) got model=0 f d pids=() links
+  for f in "${shards[@]}"; do model=$((model + $(stat -c %s "$f"))); done
+  evict "${shards[@]}"
+  do_mount "$MOE" "$SPECS/mixtral-to-megatron.json" "$mnt" -o tp=2,ep=2 || return 1
+  links=$(stat -c '%i %h' "$mnt"/ranks/tp0-ep{0,1}/model-00001-of-00001.safetensors \
+            "$mnt"/ranks/tp{0,1}-ep1/experts-00001-of-00001.safetensors | sort -u | wc -l)
+  [ "$links" = 2 ] || { stat -c '%i %h %n' "$mnt"/ranks/*/*.safetensors; echo "not linked"; return 1; }
+  for d in "$mnt"/ranks/*/; do cat "$d"*.safetensors >/dev/null & pids+=($!); done
+  for f in "${pids[@]}"; do wait "$f" || { echo "a reader failed"; return 1; }; done
+  got=$(source_bytes "$mnt")
+  eventually ratio_ok "$(resident "${shards[@]}")" 0 10 >/dev/null
+  # the mount's distinct files (one path per inode)
+  local distinct=() src_res mnt_res
+  mapfile -t distinct < <(stat -c '%i %n' "$mnt"/ranks/*/*.safetensors | sort -u -k1,1 | cut -d' ' -f2-)
+  src_res=$(resident "${shards[@]}") && mnt_res=$(resident "${distinct[@]}") || return 1
+  fusermount3 -u "$mnt"
+  local cached=$(( ${src_res% *} + ${mnt_res% *} ))
+  echo "source bytes read $got, page cache $cached (source $src_res, mount $mnt_res), model $model"
+  [ $((100 * got / model)) -le 110 ] && [ $((100 * cached / model)) -le 115 ]
+}
+check "MoE ranks, tp=2,ep=2: shared files linked; 4 readers at once: <= 1.1x the model read, <= 1.15x cached" \
+  moe_ranks_case
+
 # ==== plan --bytes against stats.json ====
-source_bytes() { grep -o '"bytes_read_source": [0-9]*' "$1/.d9dfs/stats.json" | grep -o '[0-9]*$'; }
 # bytes_case OPTS: every tree of the plan; 0 when all equal
 bytes_case() {
   local opts=$1 plan line tree want got mnt=$WORK/mnt-bytes e=0 n=0
