@@ -81,8 +81,9 @@ static const char plan_usage[] =
     "  --dot   the plan as a Graphviz graph: source tensors -> rules and operations ->\n"
     "          target tensors -> files, lossy steps in red (d9dfs plan --dot ... | dot -Tsvg)\n"
     "  --bytes per tree (the full view, or each ranks/ view with -o tp=,ep=,pp=): the bytes\n"
-    "          a full read pulls from the source, those other trees pull too, and the\n"
-    "          bytes each node (the tp ranks of one ep/pp cell) pulls\n";
+    "          a full read pulls from the source, those other trees pull too, the\n"
+    "          bytes each node (the tp ranks of one ep/pp cell) pulls, and what one mount\n"
+    "          serving every tree pulls (files rank views share read once)\n";
 
 static const char check_usage[] =
     "usage: d9dfs check SRC SPEC [--lenient] [--force]\n"

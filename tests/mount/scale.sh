@@ -12,7 +12,8 @@
 #                  refused, naming keep and drop
 #   MoE ranks      a tp=2,ep=2 Mixtral mount lists each shared file once
 #                  (one inode, two links); its four rank trees read at once
-#                  pull <= 1.1x the model and cache <= 1.15x
+#                  pull <= 1.1x the model (exactly what `plan --bytes` says
+#                  one mount pulls) and cache <= 1.15x
 #   plan --bytes   for the full view and every ranks/ tree of tp=2 and
 #                  tp=2,pp=2 mounts, the bytes `d9dfs plan --bytes` prints
 #                  equal stats.json's bytes_read_source after a cat of that
@@ -178,6 +179,11 @@ moe_ranks_case() {
   for d in "$mnt"/ranks/*/; do cat "$d"*.safetensors >/dev/null & pids+=($!); done
   for f in "${pids[@]}"; do wait "$f" || { echo "a reader failed"; return 1; }; done
   got=$(source_bytes "$mnt")
+  local want
+  want=$("$D9DFS" plan "$MOE" "$SPECS/mixtral-to-megatron.json" --bytes -o tp=2,ep=2 |
+           sed -n 's/^one mount, every tree read (shared files once): \([0-9]*\) bytes.*/\1/p')
+  [ -n "$want" ] && [ "$got" = "$want" ] ||
+    { echo "source bytes $got, plan --bytes (one mount) '$want'"; fusermount3 -u "$mnt"; return 1; }
   eventually ratio_ok "$(resident "${shards[@]}")" 0 10 >/dev/null
   # the mount's distinct files (one path per inode)
   local distinct=() src_res mnt_res
@@ -188,7 +194,7 @@ moe_ranks_case() {
   echo "source bytes read $got, page cache $cached (source $src_res, mount $mnt_res), model $model"
   [ $((100 * got / model)) -le 110 ] && [ $((100 * cached / model)) -le 115 ]
 }
-check "MoE ranks, tp=2,ep=2: shared files linked; 4 readers at once: <= 1.1x the model read, <= 1.15x cached" \
+check "MoE ranks, tp=2,ep=2: shared files linked; 4 readers at once: <= 1.1x the model read (= plan --bytes), <= 1.15x cached" \
   moe_ranks_case
 
 # ==== plan --bytes against stats.json ====
