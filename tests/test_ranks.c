@@ -451,6 +451,16 @@ static void gen_moe(const char *dir, char *src, size_t cap) {
   assert_int_equal(d9_gen_write(src, &p, NULL), 0);
 }
 
+/* gen_moe's checkpoint and its full mixtral-to-megatron view, loaded. */
+static d9_mount *moe_full(const char *dir, char *src, size_t cap, tree *ft) {
+  gen_moe(dir, src, cap);
+  d9_diag diag = {0};
+  d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
+  assert_non_null(full);
+  tree_load(full, "", ft);
+  return full;
+}
+
 static void test_experts(void **state) {
   (void)state;
   char *dir = tu_tmpdir(), src[4200], spec[4200];
@@ -544,12 +554,9 @@ static void test_experts(void **state) {
 static void test_expert_tp(void **state) {
   (void)state;
   char *dir = tu_tmpdir(), src[4200], spec[4200];
-  gen_moe(dir, src, sizeof src);
   d9_diag diag = {0};
-  d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
-  assert_non_null(full);
   tree ft;
-  tree_load(full, "", &ft);
+  d9_mount *full = moe_full(dir, src, sizeof src, &ft);
   for (int T = 2; T <= 4; T += 2) {
     int P = 2;
     d9_mount *m = open_ranks_etp(src, SPEC_DIR "/mixtral-to-megatron.json", T, P, 1, T, 1, &diag);
@@ -761,12 +768,9 @@ static int split_node(d9_mount *m, int t, int e, const char *file) {
 static void test_shared_files(void **state) {
   (void)state;
   char *dir = tu_tmpdir(), src[4200];
-  gen_moe(dir, src, sizeof src);
   d9_diag diag = {0};
-  d9_mount *full = open_ranks(src, SPEC_DIR "/mixtral-to-megatron.json", 1, 1, 1, 1, &diag);
-  assert_non_null(full);
   tree ft;
-  tree_load(full, "", &ft);
+  d9_mount *full = moe_full(dir, src, sizeof src, &ft);
   uint64_t hl, model;
   assert_int_equal(d9_st_header_len(ft.data, ft.len, "full", &hl, NULL), 0);
   model = ft.len - 8 - hl;
