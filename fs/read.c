@@ -140,11 +140,21 @@ void d9_fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_err(req, EINVAL);
     return;
   }
-  if (fi->fh) {
+  if (fi->fh) { /* a dynamic file: this open's rendering */
     const dyn_file *d = (const dyn_file *)(uintptr_t)fi->fh;
     size_t o = (uint64_t)off < d->len ? (size_t)off : d->len;
     size_t k = d->len - o < size ? d->len - o : size;
-    fuse_reply_buf(req, d->data + o, k);
+    /* Reply with a copy: the kernel wakes the reader inside the reply's
+     * writev, and its close can have fs_release free d before writev
+     * returns here (an ASan daemon, which checks the iovec after the
+     * call, aborted on that). */
+    char *buf = k ? d9_fs_rbuf_get(s, k) : NULL;
+    if (k && !buf) {
+      fuse_reply_err(req, ENOMEM);
+      return;
+    }
+    if (k) memcpy(buf, d->data + o, k);
+    fuse_reply_buf(req, buf, k);
     return;
   }
   int idx;

@@ -134,6 +134,24 @@ check "sizes: stats.json and report.json: stat and fstat size == bytes read, bef
   "$PY" "$WORK/sizes.py" "$mnt"
 check "sizes: ls -l size equals cat's byte count" bash -c \
   "[ \$(stat -c %s '$mnt/.d9dfs/stats.json') = \$(cat '$mnt/.d9dfs/stats.json' | wc -c) ]"
+# many short-lived readers of the dynamic files at once: each open renders
+# its own copy, freed at its release, which can come while the thread that
+# answered the read is still returning from the reply's writev (the ASan
+# daemon aborted on that: the reply now sends a copy)
+dyn_stress() {
+  local i pids=()
+  for i in 1 2 3 4; do
+    (for _ in $(seq 150); do # one read each, then the close: no read at EOF between
+       head -c 64 "$mnt/.d9dfs/stats.json" >/dev/null && head -c 64 "$mnt/.d9dfs/report.json" >/dev/null ||
+         exit 1
+     done) &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || { echo "a reader failed"; return 1; }; done
+  grep -q bytes_served "$mnt/.d9dfs/stats.json"
+}
+check "dynamic files: 4 x 150 concurrent open, read, close of stats.json and report.json; the daemon still answers" \
+  dyn_stress
 fusermount3 -u "$mnt"
 
 # ==== permissions ====
