@@ -22,17 +22,17 @@
 
 enum { SPEC_MAX = 16u << 20 };
 
-/* Two tensor files with the same name, header and extent sizes: the same
- * part of two rank views, so the same bytes. */
+/* Two tensor files of the same part, name and header (which fixes every
+ * extent): the same part of two rank views, so the same bytes. */
 static int same_file(const d9_vfile *a, const d9_vfile *b) {
-  if (a->kind != D9_VF_TENSORS || b->kind != D9_VF_TENSORS || a->part != b->part ||
-      strcmp(a->name, b->name) || a->header_len != b->header_len || a->size != b->size ||
-      a->nextents != b->nextents || memcmp(a->bytes, b->bytes, (size_t)a->header_len))
-    return 0;
-  for (int i = 0; i < a->nextents; i++)
-    if (a->extents[i].begin != b->extents[i].begin || a->extents[i].end != b->extents[i].end)
-      return 0;
-  return 1;
+  return a->kind == D9_VF_TENSORS && b->kind == D9_VF_TENSORS && a->part == b->part &&
+         !strcmp(a->name, b->name) && a->header_len == b->header_len &&
+         !memcmp(a->bytes, b->bytes, (size_t)a->header_len);
+}
+
+/* The index of rank (t, e, p) in m->rank_plans (build_ranks' order). */
+static int rank_index(const d9_rank_opts *ro, int t, int e, int p) {
+  return (t * ro->ep + e) * ro->pp + p;
 }
 
 /* Split rank views (plan.h): the dense part of rank (t, e, p) is the one of
@@ -44,11 +44,12 @@ static void link_shared(d9_mount *m, const d9_rank_opts *ro) {
   for (int t = 0; t < ro->tp; t++)
     for (int e = 0; e < ro->ep; e++)
       for (int p = 0; p < ro->pp; p++) {
-        d9_plan *pl = m->rank_plans[(t * ro->ep + e) * ro->pp + p];
+        int r = rank_index(ro, t, e, p);
+        d9_plan *pl = m->rank_plans[r];
         for (int f = 0; f < pl->nshards; f++) {
           d9_vfile *vf = &pl->files[f];
-          int cr = vf->part ? (ro->etp > 1 ? -1 : e * ro->pp + p) : (t * ro->ep) * ro->pp + p;
-          if (cr < 0 || cr == (t * ro->ep + e) * ro->pp + p) continue;
+          int cr = vf->part ? (ro->etp > 1 ? -1 : rank_index(ro, 0, e, p)) : rank_index(ro, t, 0, p);
+          if (cr < 0 || cr == r) continue;
           const d9_plan *cp = m->rank_plans[cr];
           for (int g = 0; g < cp->nshards; g++)
             if (same_file(&cp->files[g], vf)) {
@@ -57,14 +58,6 @@ static void link_shared(d9_mount *m, const d9_rank_opts *ro) {
             }
         }
       }
-}
-
-/* Whether rank views are split (plan.h): some target is an expert's and
- * some rank view's part is held whole by another (ep > 1 shares the dense
- * part, tp > 1 with etp = 1 the experts'). */
-static int want_split(const d9_mount *m, const d9_rank_opts *ro, const d9_rank_prep *prep) {
-  if (m->spec->single_file || !(ro->ep > 1 || (ro->tp > 1 && ro->etp == 1))) return 0;
-  return d9_rank_has_experts(prep, m->graph->ntargets);
 }
 
 /* One plan per rank (t, e, p) when tp, ep or pp > 1. */
@@ -87,7 +80,10 @@ static int build_ranks(d9_mount *m, const d9_mount_opts *o, d9_diag *diag) {
   d9_rank_prep *prep; /* what each target is, matched once for all ranks */
   int prc = d9_rank_prepare(m->spec, m->graph, m->rank_arena, &prep, diag);
   if (prc) return prc;
-  int split = want_split(m, &ro, prep);
+  /* split rank views (plan.h) where a part can be held whole by another
+   * rank: ep > 1 shares the dense part, tp > 1 with etp = 1 the experts'
+   * (a view without experts, or a single_file spec, stays one part) */
+  int split = ro.ep > 1 || (ro.tp > 1 && ro.etp == 1);
   for (int t = 0; t < ro.tp; t++)
     for (int e = 0; e < ro.ep; e++)
       for (int p = 0; p < ro.pp; p++) {

@@ -284,7 +284,7 @@ int d9_plan_build_split(const d9_spec *s, const d9_catalog *c, const d9_target *
     return d9_diag_fail(diag, ENOMEM, "plan: out of memory");
   }
   int ndense = ntg; /* targets [ndense, ntg) are the experts' part */
-  if (split && !(tg = dense_first(p, tg, ntg, &ndense))) goto oom;
+  if (split && !s->single_file && !(tg = dense_first(p, tg, ntg, &ndense))) goto oom;
   if (ndense == 0) ndense = ntg; /* one part only: no split */
   /* cut shards; a split starts the experts' part on a shard of its own */
   int *cut = calloc((size_t)ntg + 2, sizeof *cut), ncut = 0, f1 = 0;

@@ -67,7 +67,7 @@ int d9_plan_build(const d9_spec *s, const d9_catalog *c, const d9_target *tg, in
  * model-0000i-of-0000K.safetensors (dense) and
  * experts-0000j-of-0000M.safetensors, with an index over both, so that the
  * files of a part are the same, by name and bytes, in every rank view
- * holding it; vfile.part says which. */
+ * holding it; vfile.part says which. A single_file spec is not split. */
 int d9_plan_build_split(const d9_spec *s, const d9_catalog *c, const d9_target *tg, int ntg,
                         int split, d9_plan **out, d9_diag *diag);
 void d9_plan_destroy(d9_plan *p); /* accepts NULL; closes COPY fds */

@@ -186,12 +186,6 @@ int d9_rank_prepare(const d9_spec *s, const d9_graph *g, d9_arena *a, d9_rank_pr
   return 0;
 }
 
-int d9_rank_has_experts(const d9_rank_prep *prep, int ntargets) {
-  for (int i = 0; i < ntargets; i++)
-    if (prep->par[i] && prep->par[i]->style == D9_PAR_EXPERT) return 1;
-  return 0;
-}
-
 /* The expert count of style par (a spec-level entry, or a rule's). */
 static int64_t expert_count(const d9_spec *s, const d9_rank_prep *r, const d9_parallel *par) {
   if (par >= s->par && par < s->par + s->npar) return r->nexperts[par - s->par];

@@ -51,9 +51,6 @@ typedef struct d9_rank_prep d9_rank_prep;
 int d9_rank_prepare(const d9_spec *s, const d9_graph *g, d9_arena *a, d9_rank_prep **out,
                     d9_diag *diag);
 
-/* Whether any of the graph's ntargets targets is cut by an expert style. */
-int d9_rank_has_experts(const d9_rank_prep *prep, int ntargets);
-
 /* The targets of rank (t, e, p): nodes and names from a, sorted by name.
  * prep: from d9_rank_prepare for s and g, or NULL (then prepared here, into
  * a). Returns 0 or -errno with diag naming the tensor, the style and the
